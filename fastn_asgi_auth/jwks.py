@@ -1,0 +1,97 @@
+"""Async cache of the realm's signing keys (JWKS), following key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import httpx
+import jwt
+
+from fastn_asgi_auth.errors import UpstreamUnavailable
+
+logger = logging.getLogger("fastn_asgi_auth.jwks")
+
+JWKS_TTL_SECONDS: Final = 3600
+# An unknown kid triggers a refetch (the realm may have rotated its keys), but
+# at most this often, so that tokens with made-up kids cannot hammer the realm.
+MIN_REFETCH_SECONDS: Final = 30
+
+
+class JwksCache:
+    """Keys by kid, fetched on first need and refetched on rotation."""
+
+    def __init__(self, http: httpx.AsyncClient, jwks_uri: Callable[[], Awaitable[str]]) -> None:
+        self._http = http
+        self._jwks_uri = jwks_uri
+        self._keys: dict[str, dict[str, object]] = {}
+        self._built: dict[tuple[str, str], jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str, algorithm: str) -> jwt.PyJWK | None:
+        """Return the key for kid usable with algorithm, or None when the realm
+        publishes no such key.
+
+        Raises jwt.PyJWTError when the key exists but does not fit the
+        algorithm (an RSA key named by an ES256 token, say).
+        """
+        built = self._built.get((kid, algorithm))
+        if built is not None and time.monotonic() - self._fetched_at < JWKS_TTL_SECONDS:
+            return built
+        entry = await self._entry(kid)
+        if entry is None:
+            return None
+        declared = entry.get("alg")
+        if declared is not None and declared != algorithm:
+            raise jwt.InvalidKeyError(f"key {kid!r} is for {declared}, not {algorithm}")
+        built = jwt.PyJWK(entry, algorithm=algorithm)
+        self._built[(kid, algorithm)] = built
+        return built
+
+    async def _entry(self, kid: str) -> dict[str, object] | None:
+        now = time.monotonic()
+        if self._fetched_at and now - self._fetched_at < JWKS_TTL_SECONDS:
+            found = self._keys.get(kid)
+            if found is not None or now - self._fetched_at < MIN_REFETCH_SECONDS:
+                return found
+        async with self._lock:
+            # Another task may have refetched while this one waited.
+            now = time.monotonic()
+            fresh = self._fetched_at and now - self._fetched_at < MIN_REFETCH_SECONDS
+            if not fresh and (kid not in self._keys or now - self._fetched_at >= JWKS_TTL_SECONDS):
+                await self._refetch()
+            return self._keys.get(kid)
+
+    async def _refetch(self) -> None:
+        uri = await self._jwks_uri()
+        try:
+            response = await self._http.get(uri)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if self._keys:
+                # Keep serving the keys we have: a realm outage should not
+                # turn valid tokens into 503s while their keys are known.
+                logger.warning("JWKS refetch from %s failed (%s); keeping %d cached keys", uri, exc, len(self._keys))
+                self._fetched_at = time.monotonic()
+                return
+            logger.warning("JWKS fetch from %s failed: %s", uri, exc)
+            raise UpstreamUnavailable("the realm's signing keys could not be fetched") from exc
+
+        entries = document.get("keys", []) if isinstance(document, dict) else []
+        # Keycloak also publishes encryption keys ("use": "enc"); only signing keys count.
+        keys = {
+            str(entry["kid"]): entry
+            for entry in entries
+            if isinstance(entry, dict) and entry.get("use", "sig") == "sig" and "kid" in entry
+        }
+        added = keys.keys() - self._keys.keys()
+        if self._keys and added:
+            logger.info("JWKS rotated: %d new signing keys", len(added))
+        self._keys = keys
+        self._built = {}
+        self._fetched_at = time.monotonic()

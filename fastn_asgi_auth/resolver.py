@@ -1,0 +1,351 @@
+"""The bearer chain: from an Authorization header's token to an identity.
+
+Order: in-process cache, our own tokens (store), upstream JWT, API key,
+upstream refresh token. Every step can be switched off in the settings.
+Unknown tokens are negatively cached, concurrent requests with one token share
+one resolution, and upstream calls made for unknown tokens share a global
+ceiling, so junk tokens cost a bounded number of upstream calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from fastn_asgi_auth.cache import ExpiringCache
+from fastn_asgi_auth.crypto import SealError, derive_key, log_id, open_json, seal_json, token_hash, unwrap_key
+from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnavailable
+from fastn_asgi_auth.grants import GrantBook
+from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken, looks_like_jwt
+from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
+from fastn_asgi_auth.settings import FastnAuthSettings
+from fastn_asgi_auth.singleflight import SingleFlight
+from fastn_asgi_auth.storage.base import Store
+
+logger = logging.getLogger("fastn_asgi_auth.resolver")
+
+Method = Literal["oauth", "jwt", "api_key", "refresh_token"]
+
+# Longer tokens are rejected before any work; real ones are far shorter
+# (Keycloak JWTs are a few kilobytes).
+MAX_TOKEN_CHARS: Final = 16_384
+# RFC 6750 §2.1 b64token characters.
+TOKEN_SYNTAX: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# Upstream refresh errors meaning "this token is not for that client", so the
+# next configured client is tried.
+WRONG_CLIENT_ERRORS: Final = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_request"})
+
+
+@dataclass(frozen=True)
+class FastnAuth:
+    """Who made the request and how the bearer token was recognised."""
+
+    subject: str | None
+    client_id: str
+    scopes: tuple[str, ...]
+    expires_at: int | None
+    """When the presented credential stops being accepted (epoch seconds)."""
+    method: Method
+    """The chain step that recognised the token."""
+    issuer: str
+    """Issuer of the presented credential: our authorization server or the realm."""
+    realm: str
+    upstream_expires_at: int | None
+    resource: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    auth: FastnAuth
+    upstream_token: str = field(repr=False)
+    """The upstream access token to call Fastn with; never one of our tokens."""
+    cache_until: float = 0.0
+
+
+class BearerResolver:
+    def __init__(
+        self,
+        settings: FastnAuthSettings,
+        store: Store,
+        grants: GrantBook,
+        jwt_validator: JwtValidator,
+        upstream: UpstreamClient,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._grants = grants
+        self._jwt = jwt_validator
+        self._upstream = upstream
+        self._api_key_pattern = re.compile(settings.api_key_pattern)
+        self._resolved: ExpiringCache[Resolution] = ExpiringCache(settings.max_entries)
+        self._rejected: ExpiringCache[str] = ExpiringCache(settings.max_entries)
+        self._flights: SingleFlight[Resolution] = SingleFlight()
+        self._upstream_slots = asyncio.Semaphore(settings.max_concurrent_upstream)
+
+    async def resolve(self, token: str) -> Resolution:
+        """Return the identity behind token.
+
+        Raises InvalidToken (answer 401) or UpstreamUnavailable (answer 503).
+        """
+        if len(token) > MAX_TOKEN_CHARS or not TOKEN_SYNTAX.fullmatch(token):
+            raise InvalidToken("token is malformed")
+        digest = token_hash(token)
+
+        cached = self._resolved.get(digest)
+        if cached is not None:
+            return cached
+        reason = self._rejected.get(digest)
+        if reason is not None:
+            raise InvalidToken(reason)
+
+        return await self._flights.run(digest, lambda: self._resolve_uncached(token, digest))
+
+    def forget(self, token: str) -> None:
+        self._resolved.discard(token_hash(token))
+
+    async def _resolve_uncached(self, token: str, digest: str) -> Resolution:
+        own = await self._own_token(token, digest)
+        if own is not None:
+            return own
+        try:
+            resolution = await self._external_token(token, digest)
+        except InvalidToken as exc:
+            self._rejected.put(digest, str(exc), time.time() + self._settings.negative_cache_ttl)
+            raise
+        self._resolved.put(digest, resolution, resolution.cache_until)
+        return resolution
+
+    # Step: our own opaque tokens. Not cached in-process, so that a revocation
+    # in any worker takes effect at once.
+
+    async def _own_token(self, token: str, digest: str) -> Resolution | None:
+        record = await self._store_get("access:" + digest)
+        if record is None:
+            return None
+        if record["expires_at"] <= time.time():
+            logger.info("bearer %s: our access token expired", log_id(token))
+            raise InvalidToken("token expired")
+        try:
+            grant_key = unwrap_key(token, record["wrapped_key"])
+        except SealError:
+            logger.warning("bearer %s: access record could not be unsealed", log_id(token))
+            raise InvalidToken("token is invalid") from None
+        try:
+            grant = await self._grants.fresh(record["grant_id"], grant_key)
+        except InvalidToken as exc:
+            logger.info("bearer %s: %s", log_id(token), exc)
+            raise
+        except UpstreamUnavailable:
+            raise
+        except Exception as exc:
+            logger.exception("bearer %s: grant lookup failed", log_id(token))
+            raise UpstreamUnavailable("token store unavailable") from exc
+        auth = FastnAuth(
+            subject=grant.subject,
+            client_id=record["client_id"],
+            scopes=tuple(record["scopes"]),
+            expires_at=int(record["expires_at"]),
+            method="oauth",
+            issuer=self._settings.our_issuer,
+            realm=self._settings.upstream_issuer,
+            upstream_expires_at=grant.upstream_expires_at,
+            resource=record.get("resource"),
+        )
+        return Resolution(auth=auth, upstream_token=grant.upstream_access_token)
+
+    async def _external_token(self, token: str, digest: str) -> Resolution:
+        settings = self._settings
+        if settings.enable_jwt and looks_like_jwt(token):
+            try:
+                return await self._jwt_token(token)
+            except NotAnAccessToken as exc:
+                logger.debug("bearer %s: not a JWT access token (%s)", log_id(token), exc)
+        if settings.enable_api_keys and self._api_key_pattern.fullmatch(token):
+            return await self._api_key(token)
+        if settings.enable_refresh_tokens:
+            return await self._refresh_token(token, digest)
+        logger.info("bearer %s: not recognised by any enabled step", log_id(token))
+        raise InvalidToken("token is not recognised")
+
+    # Step: upstream JWT access tokens.
+
+    async def _jwt_token(self, token: str) -> Resolution:
+        claims = await self._jwt.validate(token)
+        expires_at = int(claims["exp"])
+        auth = self._auth_from_claims(claims, method="jwt", expires_at=expires_at, upstream_expires_at=expires_at)
+        return Resolution(auth=auth, upstream_token=token, cache_until=expires_at)
+
+    # Step: API keys.
+
+    async def _api_key(self, token: str) -> Resolution:
+        claims: Mapping[str, Any] = {}
+        validator = self._settings.api_key_validator
+        if validator is not None:
+            try:
+                checked = await validator(token)
+            except Exception as exc:
+                logger.exception("bearer %s: API key validator failed", log_id(token))
+                raise UpstreamUnavailable("API key could not be checked") from exc
+            if checked is None:
+                logger.info("bearer %s: API key rejected by the validator", log_id(token))
+                raise InvalidToken("API key is not valid")
+            claims = checked
+        expires_at = int(time.time()) + self._settings.api_key_ttl
+        auth = FastnAuth(
+            subject=claims.get("sub"),
+            client_id=str(claims.get("client_id", "api-key")),
+            scopes=tuple(claims.get("scopes", self._settings.scopes)),
+            expires_at=None,
+            method="api_key",
+            issuer=self._settings.upstream_issuer,
+            realm=self._settings.upstream_issuer,
+            upstream_expires_at=None,
+            claims=MappingProxyType(dict(claims)),
+        )
+        # Provisional acceptance: the Fastn API checks the key itself when the
+        # handler calls it with scope["fastn_token"].
+        return Resolution(auth=auth, upstream_token=token, cache_until=expires_at)
+
+    # Step: upstream refresh tokens. The first use exchanges the token; the
+    # rotated upstream refresh token is kept (sealed under a key derived from
+    # the presented token) for the re-refreshes that keep fastn_token fresh.
+
+    async def _refresh_token(self, token: str, digest: str) -> Resolution:
+        session_key = "upstream_session:" + digest
+        sealing_key = derive_key(token, b"upstream-session")
+        session = await self._store_get(session_key)
+
+        if session is None:
+            tokens, client_id = await self._first_refresh(token)
+        else:
+            try:
+                state = open_json(sealing_key, session["sealed"])
+            except (SealError, KeyError):
+                logger.warning("bearer %s: upstream session record could not be unsealed", log_id(token))
+                raise InvalidToken("token is invalid") from None
+            client_id = state["client_id"]
+            if state["expires_at"] - self._settings.upstream_refresh_margin > time.time():
+                tokens = UpstreamTokens(
+                    access_token=state["access_token"],
+                    refresh_token=state["refresh_token"],
+                    expires_at=state["expires_at"],
+                    refresh_expires_at=state.get("refresh_expires_at"),
+                )
+            else:
+                tokens = await self._refresh_again(token, state)
+
+        try:
+            claims = await self._jwt.validate(tokens.access_token)
+        except (InvalidToken, NotAnAccessToken) as exc:
+            logger.error("upstream access token from a refresh grant failed validation: %s", exc)
+            raise UpstreamUnavailable("the realm returned an unusable access token") from None
+
+        state = {
+            "client_id": client_id,
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_at": tokens.expires_at,
+            "refresh_expires_at": tokens.refresh_expires_at,
+        }
+        lifetime = (tokens.refresh_expires_at or 0) - time.time()
+        ttl = lifetime if lifetime > 0 else self._settings.refresh_token_ttl
+        await self._store_set(session_key, {"sealed": seal_json(sealing_key, state)}, ttl)
+
+        auth = self._auth_from_claims(
+            claims,
+            method="refresh_token",
+            expires_at=tokens.refresh_expires_at,
+            upstream_expires_at=tokens.expires_at,
+        )
+        cache_until = tokens.expires_at - self._settings.upstream_refresh_margin
+        return Resolution(auth=auth, upstream_token=tokens.access_token, cache_until=cache_until)
+
+    async def _first_refresh(self, token: str) -> tuple[UpstreamTokens, str]:
+        rejections = []
+        async with self._upstream_slot():
+            for client_id in self._settings.refresh_client_ids:
+                try:
+                    return await self._upstream.refresh(token, client_id=client_id), client_id
+                except UpstreamRejected as exc:
+                    rejections.append(f"{client_id}: {exc.error}")
+                    if exc.error not in WRONG_CLIENT_ERRORS:
+                        break
+        logger.info("bearer %s: not recognised by any step (refresh grant: %s)", log_id(token), "; ".join(rejections))
+        raise InvalidToken("token is not valid")
+
+    async def _refresh_again(self, token: str, state: dict[str, Any]) -> UpstreamTokens:
+        if not state.get("refresh_token"):
+            raise InvalidToken("upstream session expired")
+        try:
+            tokens = await self._upstream.refresh(state["refresh_token"], client_id=state["client_id"])
+        except UpstreamRejected as exc:
+            logger.info("bearer %s: upstream session ended (%s)", log_id(token), exc.error)
+            await self._store.delete("upstream_session:" + token_hash(token))
+            raise InvalidToken("upstream session ended") from None
+        if tokens.refresh_token is None:
+            tokens = UpstreamTokens(
+                access_token=tokens.access_token,
+                refresh_token=state["refresh_token"],
+                expires_at=tokens.expires_at,
+                refresh_expires_at=state.get("refresh_expires_at"),
+            )
+        logger.info("bearer %s: upstream token refreshed, valid until %d", log_id(token), tokens.expires_at)
+        return tokens
+
+    def _upstream_slot(self) -> _Slot:
+        return _Slot(self._upstream_slots, self._settings.http_timeout)
+
+    def _auth_from_claims(
+        self, claims: dict[str, Any], *, method: Method, expires_at: int | None, upstream_expires_at: int
+    ) -> FastnAuth:
+        scope = claims.get("scope")
+        return FastnAuth(
+            subject=claims.get("sub"),
+            client_id=str(claims.get("azp") or claims.get("client_id") or "unknown"),
+            scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+            expires_at=expires_at,
+            method=method,
+            issuer=self._settings.upstream_issuer,
+            realm=self._settings.upstream_issuer,
+            upstream_expires_at=upstream_expires_at,
+            claims=MappingProxyType(claims),
+        )
+
+    async def _store_get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return await self._store.get(key)
+        except Exception as exc:
+            logger.exception("store read failed")
+            raise UpstreamUnavailable("token store unavailable") from exc
+
+    async def _store_set(self, key: str, value: dict[str, Any], ttl: float) -> None:
+        try:
+            await self._store.set(key, value, ttl)
+        except Exception as exc:
+            logger.exception("store write failed")
+            raise UpstreamUnavailable("token store unavailable") from exc
+
+
+class _Slot:
+    """Acquire one of the global upstream slots, or fail with 503 after a timeout."""
+
+    def __init__(self, semaphore: asyncio.Semaphore, timeout: float) -> None:
+        self._semaphore = semaphore
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self._timeout)
+        except TimeoutError:
+            logger.warning("all upstream slots busy for %.0fs; answering 503", self._timeout)
+            raise UpstreamUnavailable("too many tokens being checked; retry shortly") from None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._semaphore.release()

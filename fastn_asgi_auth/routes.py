@@ -1,0 +1,182 @@
+"""The OAuth route bundle: the SDK's handlers under our prefix, plus our callback.
+
+Paths, for prefix "/oauth" and resource path "/mcp":
+
+  /oauth/authorize, /oauth/token, /oauth/register, /oauth/revoke   SDK handlers
+  /oauth/callback                                  the upstream realm's redirect back to us
+  /.well-known/oauth-authorization-server/oauth    RFC 8414 metadata (path insertion, §3.1)
+  /.well-known/oauth-protected-resource/mcp        RFC 9728 metadata (path insertion, §3.1)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Final
+
+from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
+from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
+from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
+from pydantic import AnyHttpUrl
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fastn_asgi_auth.cache import ExpiringCache
+from fastn_asgi_auth.provider import FastnOAuthProvider, LoginStateUnknown
+from fastn_asgi_auth.settings import FastnAuthSettings
+
+logger = logging.getLogger("fastn_asgi_auth.routes")
+
+AUTHORIZATION_SERVER_WELL_KNOWN: Final = "/.well-known/oauth-authorization-server"
+PROTECTED_RESOURCE_WELL_KNOWN: Final = "/.well-known/oauth-protected-resource"
+RATE_WINDOW_SECONDS: Final = 60
+
+
+def authorization_server_metadata_path(settings: FastnAuthSettings) -> str:
+    return AUTHORIZATION_SERVER_WELL_KNOWN + settings.prefix
+
+
+def protected_resource_metadata_path(resource_path: str) -> str:
+    return PROTECTED_RESOURCE_WELL_KNOWN + resource_path
+
+
+def protected_resource_metadata_url(settings: FastnAuthSettings, resource_path: str) -> str:
+    return settings.public_base_url + protected_resource_metadata_path(resource_path)
+
+
+def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> list[Route]:
+    registration = ClientRegistrationOptions(
+        enabled=True, valid_scopes=list(settings.scopes), default_scopes=list(settings.scopes)
+    )
+    revocation = RevocationOptions(enabled=True)
+    issuer = settings.our_issuer
+
+    routes: list[Route] = []
+    for route in create_auth_routes(
+        provider=provider,
+        issuer_url=AnyHttpUrl(issuer),
+        client_registration_options=registration,
+        revocation_options=revocation,
+    ):
+        if route.path.startswith("/.well-known/"):
+            continue  # replaced below by the path-inserted document
+        endpoint: ASGIApp = route.app
+        if route.path == "/register":
+            endpoint = RegistrationRateLimit(endpoint, settings.registration_rate_limit, settings.max_entries)
+        routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
+
+    routes.append(Route(settings.prefix + "/callback", endpoint=CallbackEndpoint(provider).handle, methods=["GET"]))
+    metadata_handler = MetadataHandler(_server_metadata(settings, registration, revocation))
+    routes.append(
+        Route(
+            authorization_server_metadata_path(settings),
+            endpoint=cors_middleware(metadata_handler.handle, ["GET", "OPTIONS"]),
+            methods=["GET", "OPTIONS"],
+        )
+    )
+    for resource_path in settings.resource_paths:
+        document = ProtectedResourceMetadata(
+            resource=settings.resource_url(resource_path),
+            authorization_servers=[issuer],
+            scopes_supported=list(settings.scopes),
+        )
+        routes.append(
+            Route(
+                protected_resource_metadata_path(resource_path),
+                endpoint=cors_middleware(ProtectedResourceMetadataHandler(document).handle, ["GET", "OPTIONS"]),
+                methods=["GET", "OPTIONS"],
+            )
+        )
+    return routes
+
+
+def _server_metadata(
+    settings: FastnAuthSettings, registration: ClientRegistrationOptions, revocation: RevocationOptions
+) -> OAuthMetadata:
+    # The SDK builds the document from a pydantic URL, which appends "/" to a
+    # path-less issuer. Rebuilding it from plain strings keeps the issuer
+    # byte-identical to the one in redirects and resource metadata
+    # (RFC 8414 §3.3 compares them as strings).
+    sdk_document = build_metadata(AnyHttpUrl(settings.our_issuer), None, registration, revocation)
+    fields = sdk_document.model_dump(mode="json", exclude_none=True)
+    issuer = settings.our_issuer
+    fields.update(
+        issuer=issuer,
+        authorization_endpoint=issuer + "/authorize",
+        token_endpoint=issuer + "/token",
+        registration_endpoint=issuer + "/register",
+        revocation_endpoint=issuer + "/revoke",
+        # Public clients (the usual MCP desktop client) authenticate with PKCE only.
+        token_endpoint_auth_methods_supported=["client_secret_post", "client_secret_basic", "none"],
+        authorization_response_iss_parameter_supported=True,
+    )
+    return OAuthMetadata.model_validate(fields)
+
+
+class CallbackEndpoint:
+    """The upstream realm's redirect back to us after the user logged in."""
+
+    def __init__(self, provider: FastnOAuthProvider) -> None:
+        self._provider = provider
+
+    async def handle(self, request: Request) -> Response:
+        state = request.query_params.get("state")
+        if not state:
+            logger.info("callback without state")
+            return _browser_error("The login response is missing its state. Start the login again.")
+        try:
+            target = await self._provider.complete_login(
+                state=state, code=request.query_params.get("code"), error=request.query_params.get("error")
+            )
+        except LoginStateUnknown:
+            logger.info("callback with an unknown, used or expired state")
+            return _browser_error("This login has expired or was already completed. Start the login again.")
+        return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+def _browser_error(message: str) -> Response:
+    # The user's browser shows this page; there is no client redirect URI to
+    # report to, because the pending login that named it is unknown.
+    body = f"<!doctype html><title>Login failed</title><h1>Login failed</h1><p>{message}</p>"
+    return HTMLResponse(body, status_code=400, headers={"Cache-Control": "no-store"})
+
+
+class RegistrationRateLimit:
+    """Dynamic client registration, limited per client address and minute.
+
+    Registration is unauthenticated by design (RFC 7591), so without a limit
+    one address could fill the client store.
+    """
+
+    def __init__(self, app: ASGIApp, per_minute: int, max_addresses: int) -> None:
+        self._app = app
+        self._per_minute = per_minute
+        self._recent: ExpiringCache[deque[float]] = ExpiringCache(max_addresses)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await self._app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("unknown", 0))[0]
+        now = time.time()
+        recent = self._recent.get(address) or deque()
+        while recent and recent[0] <= now - RATE_WINDOW_SECONDS:
+            recent.popleft()
+        if len(recent) >= self._per_minute:
+            retry_after = int(recent[0] + RATE_WINDOW_SECONDS - now) + 1
+            logger.warning("registration rate limit reached for %s (%d per minute)", address, self._per_minute)
+            response = JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": "too many registrations; retry later"},
+                status_code=429,
+                # Browser-based clients must be able to read the 429 too.
+                headers={"Retry-After": str(retry_after), "Access-Control-Allow-Origin": "*"},
+            )
+            await response(scope, receive, send)
+            return
+        recent.append(now)
+        self._recent.put(address, recent, now + RATE_WINDOW_SECONDS)
+        await self._app(scope, receive, send)
