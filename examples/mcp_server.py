@@ -34,8 +34,9 @@ def build_server() -> MCPServer:
         # The middleware verified the token; this only reads two claims to show them.
         claims: dict[str, Any] = jwt.decode(fastn_token, options={"verify_signature": False})
         auth = request.scope["fastn_auth"]
-        return json.dumps({"sub": claims.get("sub"), "exp": claims.get("exp"), "client_id": auth.client_id,
-                           "method": auth.method})
+        return json.dumps(
+            {"sub": claims.get("sub"), "exp": claims.get("exp"), "client_id": auth.client_id, "method": auth.method}
+        )
 
     return server
 

@@ -83,14 +83,23 @@ class FastnAuthMiddleware:
             if auth.resource.rstrip("/") != expected:
                 # RFC 8707: a token bound to another resource is not valid here.
                 logger.info("client %s used a token for %s at %s", auth.client_id, auth.resource, expected)
-                await self._deny(scope, receive, send, 401, "invalid_token", "token is for another resource",
-                                 resource_path)
+                await self._deny(
+                    scope, receive, send, 401, "invalid_token", "token is for another resource", resource_path
+                )
                 return
         missing = [name for name in self.settings.required_scopes if name not in auth.scopes]
         if missing:
             logger.info("client %s lacks required scopes %s", auth.client_id, missing)
-            await self._deny(scope, receive, send, 403, "insufficient_scope", "token lacks a required scope",
-                             resource_path, scopes=self.settings.required_scopes)
+            await self._deny(
+                scope,
+                receive,
+                send,
+                403,
+                "insufficient_scope",
+                "token lacks a required scope",
+                resource_path,
+                scopes=self.settings.required_scopes,
+            )
             return
 
         await self._call_with_identity(scope, receive, send, resolution)
@@ -122,7 +131,11 @@ class FastnAuthMiddleware:
     def _is_public(self, scope: Scope, path: str) -> bool:
         if path.startswith("/.well-known/"):
             return True
-        if scope["type"] == "http" and scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "OPTIONS"
+            and _header(scope, b"access-control-request-method")
+        ):
             return True  # CORS preflights carry no credentials (Fetch standard).
         for public in self._public_paths:
             if path == public or path.startswith(public + "/") or public == "/":
@@ -159,14 +172,20 @@ class FastnAuthMiddleware:
         scope_value = " ".join(scopes if scopes is not None else self.settings.scopes)
         if scope_value:
             parts.append(f'scope="{scope_value}"')
-        body: dict[str, Any] = {"error_description": description} if error is None else {
-            "error": error,
-            "error_description": description,
-        }
+        body: dict[str, Any] = (
+            {"error_description": description}
+            if error is None
+            else {
+                "error": error,
+                "error_description": description,
+            }
+        )
         headers = [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())]
         await _respond(scope, receive, send, status, body, headers)
 
-    async def _unavailable(self, scope: Scope, receive: Receive, send: Send, description: str, retry_after: int) -> None:
+    async def _unavailable(
+        self, scope: Scope, receive: Receive, send: Send, description: str, retry_after: int
+    ) -> None:
         logger.warning("answering 503: %s", description)
         body = {"error": "temporarily_unavailable", "error_description": description}
         await _respond(scope, receive, send, 503, body, [(b"retry-after", str(retry_after).encode())])

@@ -16,6 +16,8 @@ from collections import deque
 from typing import Final
 
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
+from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
+from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
@@ -67,6 +69,9 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         endpoint: ASGIApp = route.app
         if route.path == "/register":
             endpoint = RegistrationRateLimit(endpoint, settings.registration_rate_limit, settings.max_entries)
+        if route.path == "/revoke":
+            revocation_endpoint = RevocationEndpoint(provider, ClientAuthenticator(provider))
+            endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
         routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
 
     routes.append(Route(settings.prefix + "/callback", endpoint=CallbackEndpoint(provider).handle, methods=["GET"]))
@@ -136,6 +141,47 @@ class CallbackEndpoint:
             logger.info("callback with an unknown, used or expired state")
             return _browser_error("This login has expired or was already completed. Start the login again.")
         return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+class RevocationEndpoint:
+    """RFC 7009 token revocation.
+
+    Replaces the SDK's handler (mcp 2.3), which requires a client_secret field
+    in the form and so answers 400 to public clients, the usual MCP desktop
+    clients, who have no secret to send.
+    """
+
+    def __init__(self, provider: FastnOAuthProvider, authenticator: ClientAuthenticator) -> None:
+        self._provider = provider
+        self._authenticator = authenticator
+
+    async def handle(self, request: Request) -> Response:
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        try:
+            client = await self._authenticator.authenticate_request(request)
+        except AuthenticationError as exc:
+            logger.info("revocation rejected: client authentication failed (%s)", exc.message)
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": exc.message}, status_code=401, headers=headers
+            )
+        form = await request.form()
+        token = form.get("token")
+        if not isinstance(token, str) or not token:
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "the token parameter is required"},
+                status_code=400,
+                headers=headers,
+            )
+
+        found = await self._provider.load_access_token(token)
+        if found is None:
+            found = await self._provider.load_refresh_token(client, token)
+        # RFC 7009 §2.2: an unknown token, or one of another client, still gets 200.
+        if found is not None and found.client_id == client.client_id:
+            await self._provider.revoke_token(found)
+            kind = "access" if isinstance(found, AccessToken) else "refresh"
+            logger.info("client %s revoked a %s token", client.client_id, kind)
+        return Response(status_code=200, headers=headers)
 
 
 def _browser_error(message: str) -> Response:

@@ -1,0 +1,332 @@
+"""The OAuth proxy over real HTTP: registration, login at the realm, codes, tokens.
+
+The server runs under uvicorn on loopback; the client side is plain httpx,
+doing what an MCP client does, so every step and error can be checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthSettings
+from fastn_asgi_auth.pkce import new_pkce_pair
+from tests.support.realm import browse_login
+from tests.support.servers import serve
+
+pytestmark = pytest.mark.integration
+
+REGISTERED_REDIRECT = "http://127.0.0.1:3000/callback"
+
+
+async def whoami(request: Request) -> JSONResponse:
+    auth = request.scope["fastn_auth"]
+    token = request.scope["fastn_token"]
+    return JSONResponse(
+        {
+            "method": auth.method,
+            "sub": auth.subject,
+            "client_id": auth.client_id,
+            "fastn_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        }
+    )
+
+
+@dataclass
+class Proxy:
+    url: str
+    settings: FastnAuthSettings
+    http: httpx.Client
+
+    def register(self, redirect_uris: list[str] | None = None, **extra) -> httpx.Response:
+        body = {"client_name": "proxy test", "redirect_uris": redirect_uris or [REGISTERED_REDIRECT], **extra}
+        return self.http.post(self.url + "/oauth/register", json=body)
+
+    def client(self) -> dict:
+        response = self.register(token_endpoint_auth_method="none")
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def authorize_url(self, client: dict, redirect_uri: str, challenge: str, state: str = "client-state") -> str:
+        query = {
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": state,
+            "resource": self.url + "/mcp",
+        }
+        return self.url + "/oauth/authorize?" + urlencode(query)
+
+    def login(self, client: dict, redirect_uri: str = REGISTERED_REDIRECT, *, deny: bool = False) -> dict:
+        """Run the browser part; return the query of the final redirect to the client."""
+        pkce = new_pkce_pair()
+        final = browse_login(self.authorize_url(client, redirect_uri, pkce.code_challenge), redirect_uri, deny=deny)
+        query = {key: values[0] for key, values in parse_qs(urlsplit(final).query).items()}
+        query["code_verifier"] = pkce.code_verifier
+        query["redirect_uri"] = redirect_uri
+        return query
+
+    def exchange(self, client: dict, login: dict) -> httpx.Response:
+        form = {
+            "grant_type": "authorization_code",
+            "code": login["code"],
+            "redirect_uri": login["redirect_uri"],
+            "client_id": client["client_id"],
+            "code_verifier": login["code_verifier"],
+        }
+        return self.http.post(self.url + "/oauth/token", data=form)
+
+    def tokens(self, client: dict, redirect_uri: str = REGISTERED_REDIRECT) -> dict:
+        response = self.exchange(client, self.login(client, redirect_uri))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def refresh(self, client: dict, refresh_token: str) -> httpx.Response:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}
+        return self.http.post(self.url + "/oauth/token", data=form)
+
+    def call(self, access_token: str) -> httpx.Response:
+        return self.http.get(self.url + "/mcp", headers={"Authorization": f"Bearer {access_token}"})
+
+
+@contextlib.contextmanager
+def running_proxy(issuer: str, **overrides) -> Iterator[Proxy]:
+    holder: dict[str, FastnAuthSettings] = {}
+
+    def build(base_url: str):
+        holder["settings"] = FastnAuthSettings(issuer=issuer, base_url=base_url, **overrides)
+        return FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), settings=holder["settings"])
+
+    with serve(build) as server, httpx.Client(timeout=15) as http:
+        yield Proxy(server.url, holder["settings"], http)
+
+
+@pytest.fixture
+def proxy(realm) -> Iterator[Proxy]:
+    with running_proxy(realm.issuer) as running:
+        yield running
+
+
+# Metadata
+
+
+def test_issuer_identical_everywhere(proxy):
+    server_metadata = proxy.http.get(proxy.url + "/.well-known/oauth-authorization-server/oauth").json()
+    resource_metadata = proxy.http.get(proxy.url + "/.well-known/oauth-protected-resource/mcp").json()
+    login = proxy.login(proxy.client())
+    expected = proxy.url + "/oauth"
+    assert server_metadata["issuer"] == expected
+    assert resource_metadata["authorization_servers"] == [expected]
+    assert resource_metadata["resource"] == proxy.url + "/mcp"
+    assert login["iss"] == expected
+    assert server_metadata["authorization_endpoint"] == expected + "/authorize"
+    assert server_metadata["code_challenge_methods_supported"] == ["S256"]
+
+
+# Registration
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://evil.example/callback",
+        "http://lovable.dev/callback",
+        "https://lovable.dev.evil.example/callback",
+        "https://lovable.dev@evil.example/callback",
+        "https://lovable.dev/callback#fragment",
+    ],
+)
+def test_registration_rejects_redirect(proxy, redirect_uri):
+    response = proxy.register([redirect_uri])
+    assert response.status_code == 400
+    assert response.json()["error"] in ("invalid_redirect_uri", "invalid_client_metadata")
+
+
+def test_registration_defaults_scope(proxy):
+    client = proxy.client()
+    assert client["scope"] == "read write"
+
+
+def test_registration_rate_limited(realm):
+    with running_proxy(realm.issuer, registration_rate_limit=3) as proxy:
+        statuses = [proxy.register().status_code for _ in range(5)]
+    assert statuses == [201, 201, 201, 429, 429]
+
+
+# Login and tokens
+
+
+def test_full_flow_with_other_loopback_port(proxy):
+    client = proxy.client()
+    # Registered with port 3000; the desktop client now listens on 51234.
+    tokens = proxy.tokens(client, redirect_uri="http://127.0.0.1:51234/callback")
+    response = proxy.call(tokens["access_token"])
+    assert response.status_code == 200
+    assert response.json()["method"] == "oauth"
+    assert response.json()["client_id"] == client["client_id"]
+    assert tokens["token_type"].lower() == "bearer"
+    assert tokens["expires_in"] == 3600
+
+
+def test_other_loopback_path_rejected(proxy):
+    client = proxy.client()
+    pkce = new_pkce_pair()
+    url = proxy.authorize_url(client, "http://127.0.0.1:51234/elsewhere", pkce.code_challenge)
+    response = proxy.http.get(url)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_denied_login_reaches_client(proxy):
+    client = proxy.client()
+    result = proxy.login(client, deny=True)
+    assert result["error"] == "access_denied"
+    assert result["state"] == "client-state"
+    assert result["iss"] == proxy.url + "/oauth"
+    assert "code" not in result
+
+
+def test_unknown_callback_state(proxy):
+    response = proxy.http.get(proxy.url + "/oauth/callback", params={"state": "made-up", "code": "x"})
+    assert response.status_code == 400
+    assert "expired" in response.text
+
+
+def test_pending_login_expires(realm):
+    with running_proxy(realm.issuer, pending_login_ttl=1) as proxy:
+        client = proxy.client()
+        pkce = new_pkce_pair()
+        start = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
+        assert start.status_code == 302
+        upstream_state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        time.sleep(1.5)
+        late = proxy.http.get(proxy.url + "/oauth/callback", params={"state": upstream_state, "code": "x"})
+    assert late.status_code == 400
+
+
+def test_unknown_resource_rejected(proxy):
+    client = proxy.client()
+    pkce = new_pkce_pair()
+    url = proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge).replace("%2Fmcp", "%2Fother")
+    response = proxy.http.get(url)
+    assert response.status_code == 302
+    assert "error=invalid_target" in response.headers["location"]
+
+
+def test_wrong_code_verifier_rejected(proxy):
+    client = proxy.client()
+    login = proxy.login(client)
+    login["code_verifier"] = new_pkce_pair().code_verifier
+    response = proxy.exchange(client, login)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_code_replay_revokes_grant(proxy):
+    client = proxy.client()
+    login = proxy.login(client)
+    first = proxy.exchange(client, login)
+    replay = proxy.exchange(client, login)
+    assert first.status_code == 200
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    # RFC 6749 §4.1.2: the tokens issued from the replayed code stop working.
+    assert proxy.call(first.json()["access_token"]).status_code == 401
+
+
+def test_code_of_other_client_rejected(proxy):
+    owner = proxy.client()
+    other = proxy.client()
+    login = proxy.login(owner)
+    response = proxy.exchange(other, login)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+# Refresh and revocation
+
+
+def test_refresh_rotates_and_detects_reuse(proxy):
+    client = proxy.client()
+    tokens = proxy.tokens(client)
+    rotated = proxy.refresh(client, tokens["refresh_token"])
+    assert rotated.status_code == 200
+    new_tokens = rotated.json()
+    assert new_tokens["refresh_token"] != tokens["refresh_token"]
+    assert proxy.call(new_tokens["access_token"]).status_code == 200
+
+    reuse = proxy.refresh(client, tokens["refresh_token"])
+    assert reuse.status_code == 400
+    assert reuse.json()["error"] == "invalid_grant"
+    # Reuse of a rotated refresh token ends the whole grant.
+    assert proxy.call(new_tokens["access_token"]).status_code == 401
+    assert proxy.refresh(client, new_tokens["refresh_token"]).status_code == 400
+
+
+def test_refresh_keeps_own_grant(proxy):
+    client = proxy.client()
+    first_login = proxy.tokens(client)
+    second_login = proxy.tokens(client)
+    upstream_first = proxy.call(first_login["access_token"]).json()["fastn_token_sha256"]
+    upstream_second = proxy.call(second_login["access_token"]).json()["fastn_token_sha256"]
+    assert upstream_first != upstream_second
+
+    refreshed = proxy.refresh(client, second_login["refresh_token"]).json()
+    after = proxy.call(refreshed["access_token"]).json()["fastn_token_sha256"]
+    # The refreshed token carries the upstream session of the login it came from.
+    assert after == upstream_second
+
+
+def test_refresh_by_other_client_rejected(proxy):
+    owner = proxy.client()
+    other = proxy.client()
+    tokens = proxy.tokens(owner)
+    response = proxy.refresh(other, tokens["refresh_token"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_revoke_access_token_ends_grant(proxy):
+    client = proxy.client()
+    tokens = proxy.tokens(client)
+    response = proxy.http.post(
+        proxy.url + "/oauth/revoke", data={"token": tokens["access_token"], "client_id": client["client_id"]}
+    )
+    assert response.status_code == 200
+    assert proxy.call(tokens["access_token"]).status_code == 401
+    assert proxy.refresh(client, tokens["refresh_token"]).status_code == 400
+
+
+def test_revoke_leaves_other_grants(proxy):
+    client = proxy.client()
+    kept = proxy.tokens(client)
+    revoked = proxy.tokens(client)
+    proxy.http.post(
+        proxy.url + "/oauth/revoke", data={"token": revoked["refresh_token"], "client_id": client["client_id"]}
+    )
+    assert proxy.call(revoked["access_token"]).status_code == 401
+    assert proxy.call(kept["access_token"]).status_code == 200
+
+
+def test_upstream_refreshed_behind_own_token(short_realm):
+    with running_proxy(short_realm.issuer, upstream_refresh_margin=1) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        first = proxy.call(tokens["access_token"]).json()["fastn_token_sha256"]
+        time.sleep(3.2)
+        second = proxy.call(tokens["access_token"])
+    assert second.status_code == 200
+    assert second.json()["fastn_token_sha256"] != first
