@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull
 from pydantic import AnyUrl
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# RFC 3986 §2: whitespace, controls, backslash and these delimiters never
+# appear unencoded in a URI.
+UNSAFE_URI_CHARACTERS = re.compile(r'[\x00-\x20\x7f\\"<>^`{|}]')
 
 
 def is_loopback(host: str | None) -> bool:
@@ -30,6 +34,10 @@ def redirect_uri_problem(uri: str, allowed_domains: tuple[str, ...]) -> str | No
     forbidden (RFC 6749 §3.1.2) and so is user info, which could smuggle a
     different host past a naive parser.
     """
+    if UNSAFE_URI_CHARACTERS.search(uri):
+        # Browsers end an http(s) host at a backslash, while urlsplit keeps it,
+        # so "https://evil.example\\.lovable.dev/" would look allowed here.
+        return "it contains characters that are not allowed in a URI"
     try:
         parts = urlsplit(uri)
         host = parts.hostname

@@ -33,6 +33,10 @@ DEFAULT_REDIRECT_DOMAINS: Final = (
 # oversized input away from the provisional-accept path.
 FASTN_API_KEY_PATTERN: Final = r"[0-9a-fA-F]{16,128}"
 
+ASYMMETRIC_JWT_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
 ApiKeyValidator = Callable[[str], Awaitable["Mapping[str, Any] | None"]]
 
 
@@ -83,6 +87,19 @@ class FastnAuthSettings:
     pending_login_ttl: int = 600
     client_ttl: int = 90 * 86400
     """How long a dynamically registered client is kept after registration."""
+
+    consent: bool = True
+    """Ask the user to approve each client before the upstream login.
+
+    The upstream client id is shared by every registered client, so without
+    this page a client could ride an existing upstream session unnoticed."""
+
+    consent_secret: str | None = None
+    """Key for signing the cookie that remembers approved clients. Without it a
+    random key is used, so approvals last until the process restarts; set it
+    (32+ random characters) when several workers serve the same site."""
+
+    consent_remember_days: int = 30
 
     redirect_domains: tuple[str, ...] = DEFAULT_REDIRECT_DOMAINS
     """Hosts allowed in registered redirect URIs (each also allows its subdomains)."""
@@ -248,6 +265,7 @@ def _validate(settings: FastnAuthSettings) -> None:
         "max_concurrent_upstream",
         "registration_rate_limit",
         "max_entries",
+        "consent_remember_days",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -258,12 +276,17 @@ def _validate(settings: FastnAuthSettings) -> None:
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{name}={getattr(settings, name)!r} must be zero or more seconds.")
 
-    forbidden = {"none"} | {alg for alg in settings.jwt_algorithms if alg.upper().startswith("HS")}
-    bad_algorithms = forbidden & set(settings.jwt_algorithms)
+    bad_algorithms = set(settings.jwt_algorithms) - ASYMMETRIC_JWT_ALGORITHMS
     if bad_algorithms:
         raise ConfigurationError(
-            f"jwt_algorithms contains {sorted(bad_algorithms)}: only asymmetric algorithms (RS*, PS*, ES*) are"
-            " allowed, because the realm's public keys must not double as shared secrets."
+            f"jwt_algorithms contains {sorted(bad_algorithms)}: use asymmetric algorithms only"
+            f" ({', '.join(sorted(ASYMMETRIC_JWT_ALGORITHMS))}), because the realm's public keys must not double"
+            " as shared secrets and 'none' is never accepted."
+        )
+    if settings.consent_secret is not None and len(settings.consent_secret) < 32:
+        raise ConfigurationError(
+            "consent_secret is shorter than 32 characters: use a long random value, e.g. from"
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
         )
     try:
         re.compile(settings.api_key_pattern)
