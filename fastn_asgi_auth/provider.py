@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from mcp.server.auth.provider import (
     AccessToken,
@@ -53,7 +54,7 @@ from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnava
 from fastn_asgi_auth.grants import GrantBook
 from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken
 from fastn_asgi_auth.keycloak import UpstreamClient
-from fastn_asgi_auth.pkce import new_pkce_pair
+from fastn_asgi_auth.pkce import new_pkce_pair, s256_challenge
 from fastn_asgi_auth.redirects import RegisteredClient, redirect_uri_problem
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.storage.base import Store
@@ -159,12 +160,47 @@ class FastnOAuthProvider:
         }
         record = {"sealed": seal_json(derive_key(state, b"login"), pending)}
         await self._store.set("login:" + token_hash(state), record, self._settings.pending_login_ttl)
+        logger.info("login %s started for client %s", log_id(state), client.client_id)
+        if self._settings.consent:
+            return self._settings.our_issuer + "/consent?" + urlencode({"login": state})
         try:
-            url = await self._upstream.authorize_url(state=state, code_challenge=pkce.code_challenge)
+            return await self.upstream_redirect(state, pending)
         except UpstreamUnavailable as exc:
             raise AuthorizeError(error="temporarily_unavailable", error_description=str(exc)) from None
-        logger.info("login %s started for client %s", log_id(state), client.client_id)
-        return url
+
+    async def pending_login(self, state: str) -> dict[str, Any] | None:
+        """Return the pending login for state without consuming it, or None."""
+        record = await self._store.get("login:" + token_hash(state))
+        if record is None:
+            return None
+        try:
+            return open_json(derive_key(state, b"login"), record["sealed"])
+        except (SealError, KeyError):
+            logger.warning("login %s: pending record could not be unsealed", log_id(state))
+            return None
+
+    async def upstream_redirect(self, state: str, pending: dict[str, Any]) -> str:
+        """Return the upstream realm's authorization URL for a pending login."""
+        challenge = s256_challenge(pending["code_verifier"])
+        return await self._upstream.authorize_url(state=state, code_challenge=challenge)
+
+    async def deny_login(self, state: str) -> str | None:
+        """End a pending login refused by the user; return the client's error redirect."""
+        record = await self._store.take("login:" + token_hash(state))
+        if record is None:
+            return None
+        try:
+            pending = open_json(derive_key(state, b"login"), record["sealed"])
+        except (SealError, KeyError):
+            return None
+        logger.info("login %s for client %s denied at the consent page", log_id(state), pending["client_id"])
+        return construct_redirect_uri(
+            pending["redirect_uri"],
+            error="access_denied",
+            error_description="the user denied access",
+            state=pending["client_state"],
+            iss=self._settings.our_issuer,
+        )
 
     async def complete_login(self, *, state: str, code: str | None, error: str | None) -> str:
         """Finish the upstream leg and return the URL to send the browser to.

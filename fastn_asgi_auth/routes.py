@@ -3,6 +3,7 @@
 Paths, for prefix "/oauth" and resource path "/mcp":
 
   /oauth/authorize, /oauth/token, /oauth/register, /oauth/revoke   SDK handlers
+  /oauth/consent                                   the per-client consent page
   /oauth/callback                                  the upstream realm's redirect back to us
   /.well-known/oauth-authorization-server/oauth    RFC 8414 metadata (path insertion, §3.1)
   /.well-known/oauth-protected-resource/mcp        RFC 9728 metadata (path insertion, §3.1)
@@ -23,11 +24,13 @@ from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOption
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastn_asgi_auth.cache import ExpiringCache
+from fastn_asgi_auth.consent import ConsentEndpoint
+from fastn_asgi_auth.pages import error_page
 from fastn_asgi_auth.provider import FastnOAuthProvider, LoginStateUnknown
 from fastn_asgi_auth.settings import FastnAuthSettings
 
@@ -75,6 +78,8 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
 
     routes.append(Route(settings.prefix + "/callback", endpoint=CallbackEndpoint(provider).handle, methods=["GET"]))
+    consent = ConsentEndpoint(settings, provider)
+    routes.append(Route(settings.prefix + "/consent", endpoint=consent.handle, methods=["GET", "POST"]))
     metadata_handler = MetadataHandler(_server_metadata(settings, registration, revocation))
     routes.append(
         Route(
@@ -132,14 +137,14 @@ class CallbackEndpoint:
         state = request.query_params.get("state")
         if not state:
             logger.info("callback without state")
-            return _browser_error("The login response is missing its state. Start the login again.")
+            return error_page("The login response is missing its state. Start the login again.", 400)
         try:
             target = await self._provider.complete_login(
                 state=state, code=request.query_params.get("code"), error=request.query_params.get("error")
             )
         except LoginStateUnknown:
             logger.info("callback with an unknown, used or expired state")
-            return _browser_error("This login has expired or was already completed. Start the login again.")
+            return error_page("This login has expired or was already completed. Start the login again.", 400)
         return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
 
 
@@ -182,13 +187,6 @@ class RevocationEndpoint:
             kind = "access" if isinstance(found, AccessToken) else "refresh"
             logger.info("client %s revoked a %s token", client.client_id, kind)
         return Response(status_code=200, headers=headers)
-
-
-def _browser_error(message: str) -> Response:
-    # The user's browser shows this page; there is no client redirect URI to
-    # report to, because the pending login that named it is unknown.
-    body = f"<!doctype html><title>Login failed</title><h1>Login failed</h1><p>{message}</p>"
-    return HTMLResponse(body, status_code=400, headers={"Cache-Control": "no-store"})
 
 
 class RegistrationRateLimit:

@@ -70,10 +70,19 @@ class Proxy:
         }
         return self.url + "/oauth/authorize?" + urlencode(query)
 
-    def login(self, client: dict, redirect_uri: str = REGISTERED_REDIRECT, *, deny: bool = False) -> dict:
+    def login(
+        self,
+        client: dict,
+        redirect_uri: str = REGISTERED_REDIRECT,
+        *,
+        deny: bool = False,
+        consent: str | None = "approve",
+        browser: httpx.Client | None = None,
+    ) -> dict:
         """Run the browser part; return the query of the final redirect to the client."""
         pkce = new_pkce_pair()
-        final = browse_login(self.authorize_url(client, redirect_uri, pkce.code_challenge), redirect_uri, deny=deny)
+        url = self.authorize_url(client, redirect_uri, pkce.code_challenge)
+        final = browse_login(url, redirect_uri, deny=deny, consent=consent, client=browser)
         query = {key: values[0] for key, values in parse_qs(urlsplit(final).query).items()}
         query["code_verifier"] = pkce.code_verifier
         query["redirect_uri"] = redirect_uri
@@ -211,7 +220,8 @@ def test_pending_login_expires(realm):
         pkce = new_pkce_pair()
         start = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
         assert start.status_code == 302
-        upstream_state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        # With consent on, the first stop is the consent page, named by the login's state.
+        upstream_state = parse_qs(urlsplit(start.headers["location"]).query)["login"][0]
         time.sleep(1.5)
         late = proxy.http.get(proxy.url + "/oauth/callback", params={"state": upstream_state, "code": "x"})
     assert late.status_code == 400
@@ -330,3 +340,67 @@ def test_upstream_refreshed_behind_own_token(short_realm):
         second = proxy.call(tokens["access_token"])
     assert second.status_code == 200
     assert second.json()["fastn_token_sha256"] != first
+
+
+# Consent
+
+
+def test_consent_denied_reaches_client(proxy):
+    client = proxy.client()
+    result = proxy.login(client, consent="deny")
+    assert result["error"] == "access_denied"
+    assert result["state"] == "client-state"
+    assert result["iss"] == proxy.url + "/oauth"
+
+
+def test_consent_remembered_per_browser(proxy):
+    client = proxy.client()
+    with httpx.Client(timeout=15) as browser:
+        first = proxy.login(client, browser=browser)
+        # consent=None: the walk fails if the consent page is shown again.
+        second = proxy.login(client, consent=None, browser=browser)
+    assert "code" in first
+    assert "code" in second
+
+
+def test_consent_asked_for_each_client(proxy):
+    first_client = proxy.client()
+    second_client = proxy.client()
+    with httpx.Client(timeout=15) as browser:
+        proxy.login(first_client, browser=browser)
+        with pytest.raises(AssertionError):
+            proxy.login(second_client, consent=None, browser=browser)
+
+
+def test_consent_post_without_csrf_cookie(proxy):
+    client = proxy.client()
+    pkce = new_pkce_pair()
+    start = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
+    login_state = parse_qs(urlsplit(start.headers["location"]).query)["login"][0]
+    # A cross-site form post carries neither the page's token nor its cookie.
+    with httpx.Client(timeout=15) as attacker_page:
+        response = attacker_page.post(
+            proxy.url + "/oauth/consent", data={"login": login_state, "csrf": "guess", "action": "approve"}
+        )
+    assert response.status_code == 403
+    assert "location" not in response.headers
+
+
+def test_consent_page_escapes_client_name(proxy):
+    response = proxy.register(token_endpoint_auth_method="none", client_name="<script>alert(1)</script>")
+    client = response.json()
+    pkce = new_pkce_pair()
+    page = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge), follow_redirects=True)
+    assert page.status_code == 200
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_consent_can_be_switched_off(realm):
+    with running_proxy(realm.issuer, consent=False) as proxy:
+        client = proxy.client()
+        pkce = new_pkce_pair()
+        start = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
+    assert start.headers["location"].startswith(realm.issuer + "/protocol/openid-connect/auth?")
