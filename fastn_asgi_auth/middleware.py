@@ -121,7 +121,8 @@ class FastnAuthMiddleware:
         scope["fastn_token"] = resolution.upstream_token
         scope["fastn_auth"] = auth
         scope["user"] = user
-        scope["auth"] = AuthCredentials(list(auth.scopes))
+        # Starlette's convention: "authenticated" plus the granted scopes.
+        scope["auth"] = AuthCredentials(["authenticated", *auth.scopes])
         context = auth_context_var.set(user)
         try:
             await self.app(scope, receive, send)

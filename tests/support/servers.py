@@ -35,13 +35,16 @@ def bind_loopback() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve(build_app: Callable[[str], ASGIApp]) -> Iterator[RunningServer]:
-    """Serve build_app(base_url) on a fresh loopback port until the block ends."""
+def serve(build_app: Callable[[str], ASGIApp], *, lifespan: str = "on") -> Iterator[RunningServer]:
+    """Serve build_app(base_url) on a fresh loopback port until the block ends.
+
+    Use lifespan="off" for applications without lifespan support, such as Django's.
+    """
     sock = bind_loopback()
     port = sock.getsockname()[1]
     running = RunningServer("127.0.0.1", port)
     app = build_app(running.url)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, ws="none")
     server = uvicorn.Server(config)
 
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)

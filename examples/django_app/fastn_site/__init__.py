@@ -1,0 +1,1 @@
+"""A minimal Django project served over ASGI behind fastn-asgi-auth."""
