@@ -32,6 +32,10 @@ class JwksCache:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
     async def key(self, kid: str, algorithm: str) -> jwt.PyJWK | None:
         """Return the key for kid usable with algorithm, or None when the realm
         publishes no such key.

@@ -146,6 +146,9 @@ class FastnOAuthProvider:
             # RFC 8707 §2: a resource this server does not serve is invalid_target.
             raise AuthorizeError(error="invalid_target", error_description=f"unknown resource {params.resource}")
 
+        # RFC 6749 §3.3: without a scope parameter, the client's registered
+        # scopes are the default.
+        scopes = params.scopes or (client.scope.split() if client.scope else list(self._settings.scopes))
         pkce = new_pkce_pair()
         state = new_token()
         pending = {
@@ -153,7 +156,7 @@ class FastnOAuthProvider:
             "redirect_uri": str(params.redirect_uri),
             "redirect_uri_provided_explicitly": params.redirect_uri_provided_explicitly,
             "client_state": params.state,
-            "scopes": params.scopes or [],
+            "scopes": scopes,
             "code_challenge": params.code_challenge,
             "resource": params.resource,
             "code_verifier": pkce.code_verifier,

@@ -404,3 +404,9 @@ def test_consent_can_be_switched_off(realm):
         pkce = new_pkce_pair()
         start = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
     assert start.headers["location"].startswith(realm.issuer + "/protocol/openid-connect/auth?")
+
+
+def test_default_scope_granted(proxy):
+    # The authorization request carries no scope parameter.
+    tokens = proxy.tokens(proxy.client())
+    assert tokens["scope"] == "read write"
