@@ -76,7 +76,7 @@ class ApprovalCookie:
 
 
 class ConsentEndpoint:
-    """GET shows the page (or skips it for a remembered client); POST records the answer."""
+    """GET shows the page (or skips it for a remembered client); POST records the user's decision."""
 
     def __init__(self, settings: FastnAuthSettings, provider: FastnOAuthProvider) -> None:
         self._settings = settings

@@ -1,6 +1,6 @@
 """Grants: one upstream login, shared by every token we issue from it.
 
-A grant holds the upstream (Keycloak) access and refresh tokens of one login.
+A grant contains the upstream (Keycloak) access and refresh tokens of one login.
 Our authorization code, access tokens and refresh tokens each point at their
 grant by id, so refresh-token rotation keeps the upstream session of *that*
 login, and revoking any token of the grant ends all of them in one write.

@@ -116,7 +116,7 @@ class FastnAuthMiddleware:
             claims={"iss": auth.issuer},
         )
         user = AuthenticatedUser(access_token)
-        # The ASGI spec asks middleware to copy the scope before changing it.
+        # The ASGI spec requires middleware to copy the scope before changing it.
         scope = dict(scope)
         scope["fastn_token"] = resolution.upstream_token
         scope["fastn_auth"] = auth
@@ -187,7 +187,7 @@ class FastnAuthMiddleware:
     async def _unavailable(
         self, scope: Scope, receive: Receive, send: Send, description: str, retry_after: int
     ) -> None:
-        logger.warning("answering 503: %s", description)
+        logger.warning("responding 503: %s", description)
         body = {"error": "temporarily_unavailable", "error_description": description}
         await _respond(scope, receive, send, 503, body, [(b"retry-after", str(retry_after).encode())])
 

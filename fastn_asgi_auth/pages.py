@@ -17,7 +17,7 @@ SECURITY_HEADERS: Final = {
 
 
 def error_page(message: str, status: int) -> HTMLResponse:
-    """A page for errors that cannot be sent to a client's redirect URI."""
+    """Render an error that cannot be sent to a client's redirect URI."""
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Login failed</title></head>'
         f"<body><h1>Login failed</h1><p>{html.escape(message)}</p></body></html>"

@@ -44,7 +44,7 @@ WRONG_CLIENT_ERRORS: Final = frozenset({"invalid_grant", "invalid_client", "unau
 
 @dataclass(frozen=True)
 class FastnAuth:
-    """Who made the request and how the bearer token was recognised."""
+    """Identity of the caller, and the chain step that recognised its bearer token."""
 
     subject: str | None
     client_id: str
@@ -92,7 +92,7 @@ class BearerResolver:
     async def resolve(self, token: str) -> Resolution:
         """Return the identity behind token.
 
-        Raises InvalidToken (answer 401) or UpstreamUnavailable (answer 503).
+        Raises InvalidToken (respond 401) or UpstreamUnavailable (respond 503).
         """
         if len(token) > MAX_TOKEN_CHARS or not TOKEN_SYNTAX.fullmatch(token):
             raise InvalidToken("token is malformed")
@@ -344,7 +344,7 @@ class _Slot:
         try:
             await asyncio.wait_for(self._semaphore.acquire(), self._timeout)
         except TimeoutError:
-            logger.warning("all upstream slots busy for %.0fs; answering 503", self._timeout)
+            logger.warning("all upstream slots busy for %.0fs; responding 503", self._timeout)
             raise UpstreamUnavailable("too many tokens being checked; retry shortly") from None
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -152,7 +152,7 @@ class RevocationEndpoint:
     """RFC 7009 token revocation.
 
     Replaces the SDK's handler (mcp 2.3), which requires a client_secret field
-    in the form and so answers 400 to public clients, the usual MCP desktop
+    in the form and so returns 400 to public clients, the usual MCP desktop
     clients, who have no secret to send.
     """
 

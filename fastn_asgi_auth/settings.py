@@ -128,7 +128,7 @@ class FastnAuthSettings:
     """Refresh an upstream access token this many seconds before it expires."""
 
     negative_cache_ttl: int = 60
-    """How long a rejected unknown token is answered from memory."""
+    """Seconds a rejected unknown token stays in the in-process rejection cache."""
 
     max_concurrent_upstream: int = 8
     """Ceiling on simultaneous upstream calls made for unknown bearer tokens."""

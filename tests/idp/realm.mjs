@@ -170,7 +170,7 @@ function generateSigningKey() {
 }
 
 // Grants every requested scope and claim at once, because the Keycloak
-// clients this realm stands in for have consent turned off. Returning a saved
+// clients that this realm emulates have consent turned off. Returning a saved
 // grant here keeps oidc-provider from starting its consent prompt.
 async function loadGrantWithoutConsent(ctx) {
   const { oidc } = ctx;
@@ -202,9 +202,10 @@ async function loadGrantWithoutConsent(ctx) {
 }
 
 function buildConfiguration({ issuer, signingKey, accessTokenTtl, refreshTokenTtl }) {
-  // Keycloak ignores the resource parameter and always puts "account" in the
-  // access token's aud. Every resource indicator maps to that audience here,
-  // and requests without one get this indicator.
+  // A Keycloak realm without the experimental resource-indicators feature
+  // ignores the resource parameter and puts "account" in the access token's
+  // aud. Here every resource indicator maps to that audience, and requests
+  // without one get this indicator.
   const defaultResource = `${issuer}/account`;
   const resourceServer = {
     scope: ACCESS_TOKEN_SCOPES,
@@ -213,7 +214,9 @@ function buildConfiguration({ issuer, signingKey, accessTokenTtl, refreshTokenTt
     accessTokenTTL: accessTokenTtl,
     jwt: { sign: { alg: 'RS256' } },
   };
-  // Keycloak bounds a refresh chain by the SSO session, 10 hours by default.
+  // Tokens end with the session, as Keycloak's end with the SSO session, so
+  // the session has to outlive every refresh token. 10 hours is a generous
+  // bound for one test run.
   const sessionTtl = Math.max(10 * 3600, refreshTokenTtl);
 
   return {
@@ -298,7 +301,10 @@ function buildConfiguration({ issuer, signingKey, accessTokenTtl, refreshTokenTt
     // Keycloak issues a refresh token on every code exchange, not only when
     // the client asks for offline_access.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
-    // Keycloak with "Revoke Refresh Token" on. A refresh token works once.
+    // Every refresh grant issues a new refresh token and spends the old one,
+    // as Keycloak does with "Revoke Refresh Token" on. NOTE: oidc-provider
+    // treats reuse of a spent refresh token as theft and revokes the grant,
+    // so the refresh token that replaced it stops working too.
     rotateRefreshToken: () => true,
     ttl: {
       AccessToken: accessTokenTtl,
@@ -438,6 +444,7 @@ async function handleLogin(provider, req, res, uid) {
   }
 
   if (interaction.uid !== uid) {
+    log(`login page ${uid} requested while the cookie names interaction ${interaction.uid}`);
     sendHtml(res, 400, 'Sign-in expired', '<p>This page does not belong to the current sign-in. Start the sign-in again.</p>');
     return;
   }
@@ -452,6 +459,7 @@ async function handleLogin(provider, req, res, uid) {
     return;
   }
   if (req.method !== 'POST') {
+    log(`login page does not accept method ${req.method}`);
     res.writeHead(405, { allow: 'GET, POST' });
     res.end();
     return;
@@ -470,6 +478,7 @@ async function handleLogin(provider, req, res, uid) {
     return;
   }
   if (action !== 'login') {
+    log(`login form posted with invalid action ${JSON.stringify(action)} for client ${clientId}`);
     sendHtml(res, 400, 'Invalid request', '<p>The form field action must be login or deny.</p>');
     return;
   }
@@ -530,12 +539,14 @@ function verifyAccessToken(token, { issuer, publicKey, kid }) {
 // still active, so a token keeps working here after logout until it expires.
 function handleUserinfo(req, res, keyInfo) {
   if (req.method !== 'GET' && req.method !== 'POST') {
+    log(`userinfo does not accept method ${req.method}`);
     res.writeHead(405, { allow: 'GET, POST' });
     res.end();
     return;
   }
   const token = bearerToken(req);
   if (!token) {
+    log('userinfo request without a bearer token');
     sendJson(res, 401, { error: 'invalid_request', error_description: 'missing bearer token' }, {
       'www-authenticate': 'Bearer realm="fastn"',
     });
@@ -575,6 +586,7 @@ function createRequestHandler(provider, keyInfo) {
       providerCallback(req, res);
       return;
     } else {
+      log(`${req.method} ${pathname} not found: the realm serves only paths under ${REALM_PATH}`);
       sendJson(res, 404, { error: 'not_found', error_description: `no realm serves ${pathname}` });
       return;
     }
