@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import jwt
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context, MCPServer
 from starlette.types import ASGIApp
 
@@ -34,8 +35,16 @@ def build_server() -> MCPServer:
         # The middleware verified the token; this only reads two claims to show them.
         claims: dict[str, Any] = jwt.decode(fastn_token, options={"verify_signature": False})
         auth = request.scope["fastn_auth"]
+        # The MCP SDK's own accessor sees the same upstream token.
+        sdk_token = get_access_token()
         return json.dumps(
-            {"sub": claims.get("sub"), "exp": claims.get("exp"), "client_id": auth.client_id, "method": auth.method}
+            {
+                "sub": claims.get("sub"),
+                "exp": claims.get("exp"),
+                "client_id": auth.client_id,
+                "method": auth.method,
+                "sdk_token_matches": sdk_token is not None and sdk_token.token == fastn_token,
+            }
         )
 
     return server

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.consent import ConsentEndpoint
+from fastn_asgi_auth.errors import UpstreamUnavailable
 from fastn_asgi_auth.pages import error_page
 from fastn_asgi_auth.provider import FastnOAuthProvider, LoginStateUnknown
 from fastn_asgi_auth.settings import FastnAuthSettings
@@ -72,6 +73,8 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         endpoint: ASGIApp = route.app
         if route.path == "/register":
             endpoint = RegistrationRateLimit(endpoint, settings.registration_rate_limit, settings.max_entries)
+        if route.path == "/token":
+            endpoint = OutageAsUnavailable(endpoint)
         if route.path == "/revoke":
             revocation_endpoint = RevocationEndpoint(provider, ClientAuthenticator(provider))
             endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
@@ -187,6 +190,31 @@ class RevocationEndpoint:
             kind = "access" if isinstance(found, AccessToken) else "refresh"
             logger.info("client %s revoked a %s token", client.client_id, kind)
         return Response(status_code=200, headers=headers)
+
+
+class OutageAsUnavailable:
+    """Turn an upstream outage during a token request into 503, not 500.
+
+    The SDK's token handler passes on any exception other than TokenError.
+    A 503 with Retry-After tells the client to retry with the same refresh
+    token, while invalid_grant would make it discard a good one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        except UpstreamUnavailable as exc:
+            # Raised before the handler built its response, so nothing was sent yet.
+            logger.warning("token request failed: %s; responding 503", exc)
+            response = JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": str(exc)},
+                status_code=503,
+                headers={"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"},
+            )
+            await response(scope, receive, send)
 
 
 class RegistrationRateLimit:

@@ -116,6 +116,7 @@ async def test_mcp_client_login_and_refresh(short_realm):
         assert first["client_id"] == storage.client_info.client_id
         assert isinstance(first["sub"], str) and first["sub"]
         assert isinstance(first["exp"], int)
+        assert first["sdk_token_matches"] is True
 
         # Outlive the upstream token: the server refreshes it, the client
         # keeps its own token and does not log in again.

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthSettings
 from fastn_asgi_auth.pkce import new_pkce_pair
-from tests.support.realm import browse_login
+from tests.support.realm import RealmServer, browse_login
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -410,3 +410,24 @@ def test_default_scope_granted(proxy):
     # The authorization request carries no scope parameter.
     tokens = proxy.tokens(proxy.client())
     assert tokens["scope"] == "read write"
+
+
+def test_refresh_during_outage_keeps_token():
+    # A realm of its own, stopped mid-test to cut the upstream off.
+    outage_realm = RealmServer()
+    outage_realm.start(access_token_ttl=3)
+    try:
+        with running_proxy(outage_realm.issuer, upstream_refresh_margin=1) as proxy:
+            client = proxy.client()
+            tokens = proxy.tokens(client)
+            time.sleep(3.2)
+            outage_realm.stop()
+            first = proxy.refresh(client, tokens["refresh_token"])
+            second = proxy.refresh(client, tokens["refresh_token"])
+    finally:
+        outage_realm.stop()
+    assert first.status_code == 503
+    assert first.json()["error"] == "temporarily_unavailable"
+    assert first.headers["retry-after"].isdigit()
+    # The refresh token was not used up by the failed attempt.
+    assert second.status_code == 503
