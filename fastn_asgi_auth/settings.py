@@ -172,8 +172,23 @@ class FastnAuthSettings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def strict(cls, *, audience: str, **values: Any) -> FastnAuthSettings:
+        """Build settings that accept only our own tokens and upstream JWTs issued for audience.
+
+        The MCP authorization spec asks resource servers to accept only tokens
+        issued for them, so this preset turns off API keys and upstream
+        refresh tokens, which carry no audience.
+        """
+        if not audience:
+            raise ConfigurationError("the strict preset needs an audience: set audience (FASTN_AUTH_AUDIENCE).")
+        return cls(**{**values, "audience": audience, "enable_api_keys": False, "enable_refresh_tokens": False})
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FastnAuthSettings:
-        """Build settings from FASTN_AUTH_* variables; keyword overrides win."""
+        """Build settings from FASTN_AUTH_* variables; keyword overrides win.
+
+        FASTN_AUTH_PRESET=strict applies the strict preset (see strict()).
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
@@ -182,6 +197,13 @@ class FastnAuthSettings:
                 continue
             values[spec.name] = _parse_env(name, env[name], spec.type)
         values.update(overrides)
+
+        preset = env.get(ENV_PREFIX + "PRESET", "").strip().lower()
+        if preset == "strict":
+            audience = values.pop("audience", None) or ""
+            return cls.strict(audience=audience, **values)
+        if preset not in ("", "default"):
+            raise ConfigurationError(f"{ENV_PREFIX}PRESET={preset!r} is unknown: use 'strict' or leave it unset.")
         return cls(**values)
 
 

@@ -381,3 +381,36 @@ async def test_lifespan_passes_through(realm):
     await app(scope, None, None)
     assert seen == [scope]
     assert seen[0] is scope
+
+
+# The strict preset
+
+
+def build_strict(issuer: str, audience: str) -> httpx.AsyncClient:
+    settings = FastnAuthSettings.strict(audience=audience, issuer=issuer, base_url=BASE_URL)
+    app = FastnAuthMiddleware(inner_app(), settings=settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+async def test_strict_accepts_audience_jwt(realm):
+    tokens = login_tokens(realm.issuer)
+    async with build_strict(realm.issuer, "account") as client:
+        response = await client.get("/mcp", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 200
+    assert response.json()["method"] == "jwt"
+
+
+async def test_strict_rejects_other_audience(realm):
+    tokens = login_tokens(realm.issuer)
+    async with build_strict(realm.issuer, "another-api") as client:
+        response = await client.get("/mcp", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 401
+
+
+async def test_strict_rejects_keys_and_refresh(realm):
+    tokens = login_tokens(realm.issuer)
+    async with build_strict(realm.issuer, "account") as client:
+        api_key = await client.get("/mcp", headers=bearer("d" * 32))
+        refresh_token = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+    assert api_key.status_code == 401
+    assert refresh_token.status_code == 401

@@ -328,3 +328,21 @@ def test_replace_validates_again() -> None:
 
     with pytest.raises(ConfigurationError, match="prefix"):
         settings.replace(prefix="oauth")
+
+
+def test_strict_preset_from_env() -> None:
+    settings = FastnAuthSettings.from_env({"FASTN_AUTH_PRESET": "strict", "FASTN_AUTH_AUDIENCE": "account"})
+    assert settings.audience == "account"
+    assert settings.enable_api_keys is False
+    assert settings.enable_refresh_tokens is False
+    assert settings.enable_jwt is True
+
+
+def test_strict_preset_needs_audience() -> None:
+    with pytest.raises(ConfigurationError, match="audience"):
+        FastnAuthSettings.from_env({"FASTN_AUTH_PRESET": "strict"})
+
+
+def test_unknown_preset_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="FASTN_AUTH_PRESET"):
+        FastnAuthSettings.from_env({"FASTN_AUTH_PRESET": "paranoid"})
