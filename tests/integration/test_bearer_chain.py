@@ -25,27 +25,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings
+from tests.support.apps import whoami
 from tests.support.realm import login_tokens
 
 pytestmark = pytest.mark.integration
 
 BASE_URL = "http://127.0.0.1:8000"
-
-
-async def whoami(request: Request) -> JSONResponse:
-    auth = request.scope["fastn_auth"]
-    token = request.scope["fastn_token"]
-    return JSONResponse(
-        {
-            "method": auth.method,
-            "sub": auth.subject,
-            "client_id": auth.client_id,
-            "scopes": list(auth.scopes),
-            "fastn_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-            "fastn_token_is_jwt": token.count(".") == 2,
-            "user": request.user.display_name,
-        }
-    )
 
 
 @requires("write")

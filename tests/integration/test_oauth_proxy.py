@@ -7,7 +7,6 @@ doing what an MCP client does, so every step and error can be checked.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,31 +15,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthSettings
 from fastn_asgi_auth.pkce import new_pkce_pair
+from tests.support.apps import whoami
 from tests.support.realm import RealmServer, browse_login
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.integration
 
 REGISTERED_REDIRECT = "http://127.0.0.1:3000/callback"
-
-
-async def whoami(request: Request) -> JSONResponse:
-    auth = request.scope["fastn_auth"]
-    token = request.scope["fastn_token"]
-    return JSONResponse(
-        {
-            "method": auth.method,
-            "sub": auth.subject,
-            "client_id": auth.client_id,
-            "fastn_token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-        }
-    )
 
 
 @dataclass
