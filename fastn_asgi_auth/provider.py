@@ -303,6 +303,8 @@ class FastnOAuthProvider:
                 # RFC 6749 §4.1.2: a code used twice revokes what it issued.
                 logger.warning("authorization code replayed by client %s; revoking its grant", client.client_id)
                 await self._grants.revoke(used["grant_id"])
+            else:
+                logger.info("client %s presented an unknown or expired authorization code", client.client_id)
             return None
         if record["client_id"] != client.client_id:
             logger.warning("client %s presented a code issued to another client", client.client_id)
@@ -344,6 +346,8 @@ class FastnOAuthProvider:
                 # means it leaked or was stolen, so the whole grant ends.
                 logger.warning("refresh token reuse by client %s; revoking its grant", client.client_id)
                 await self._grants.revoke(used["grant_id"])
+            else:
+                logger.info("client %s presented an unknown or expired refresh token", client.client_id)
             return None
         if record["client_id"] != client.client_id:
             logger.warning("client %s presented a refresh token issued to another client", client.client_id)
@@ -366,7 +370,8 @@ class FastnOAuthProvider:
             # Refresh upstream now if it is due, so a dead upstream session
             # surfaces as invalid_grant here rather than as a 401 later.
             grant = await self._grants.fresh(record["grant_id"], grant_key)
-        except InvalidToken:
+        except InvalidToken as exc:
+            logger.info("refresh for client %s rejected: %s", client.client_id, exc)
             raise TokenError(error="invalid_grant", error_description="the login session has ended") from None
         except UpstreamUnavailable:
             # The used token is restored: an outage must not cost the client its session.
