@@ -19,6 +19,8 @@ from typing import Any
 import jwt
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context, MCPServer
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthSettings
@@ -50,9 +52,16 @@ def build_server() -> MCPServer:
     return server
 
 
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
 def build_app(settings: FastnAuthSettings | None = None, *, host: str = "127.0.0.1") -> ASGIApp:
     settings = settings if settings is not None else FastnAuthSettings.from_env()
-    mcp_app = build_server().streamable_http_app(streamable_http_path="/mcp", host=host)
+    server = build_server()
+    # /health is one of the default public paths, so it needs no token.
+    server.custom_route("/health", methods=["GET"])(health)
+    mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
     return FastnAuthMiddleware(mcp_app, settings=settings)
 
 

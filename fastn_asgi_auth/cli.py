@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 
 import httpx
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         " settings, 2 realm unreachable.",
     )
     args = parser.parse_args(argv)
+    # The command prints its own findings; library warnings would repeat them.
+    logging.basicConfig(level=logging.ERROR)
     if args.command == "check":
         return check()
     return 1
@@ -38,6 +42,8 @@ def check() -> int:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 1
 
+    source = "FASTN_AUTH_BASE_URL" if "FASTN_AUTH_BASE_URL" in os.environ else "the default; set FASTN_AUTH_BASE_URL"
+    print(f"public base URL: {settings.public_base_url} (from {source})")
     print(f"authorization server issuer: {settings.our_issuer}")
     print(f"  metadata: {settings.public_base_url}{authorization_server_metadata_path(settings)}")
     for path in settings.resource_paths:
@@ -59,7 +65,11 @@ async def _reach_realm(settings: FastnAuthSettings) -> int:
             # Any kid: a miss still fetches the whole key set, which is what is checked.
             await keys.key("fastn-auth-check", "RS256")
         except UpstreamUnavailable as exc:
-            print(f"  signing keys: unreachable ({exc})", file=sys.stderr)
+            print(
+                f"  signing keys: unreachable ({exc}). Check FASTN_AUTH_ISSUER and that this machine can reach"
+                f" {endpoints.jwks_uri}.",
+                file=sys.stderr,
+            )
             return 2
         print(f"  signing keys: {keys.key_count} published at {endpoints.jwks_uri}")
     return 0

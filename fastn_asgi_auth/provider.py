@@ -61,6 +61,13 @@ from fastn_asgi_auth.storage.base import Store
 
 logger = logging.getLogger("fastn_asgi_auth.provider")
 
+# Our tokens carry a recognisable prefix, so that the bearer chain never
+# sends an expired or revoked one of them to the upstream realm as if it
+# were an upstream refresh token, and so that secret scanners can spot them.
+ACCESS_TOKEN_PREFIX: Final = "fastn_at_"
+REFRESH_TOKEN_PREFIX: Final = "fastn_rt_"
+OWN_TOKEN_PREFIXES: Final = (ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX)
+
 # Marks of redeemed codes outlive the codes themselves, so a replay shortly
 # after expiry is still recognised.
 USED_MARK_MIN_SECONDS: Final = 3600
@@ -420,8 +427,8 @@ class FastnOAuthProvider:
         grant_id: str,
         grant_key: bytes,
     ) -> OAuthToken:
-        access_token = new_token()
-        refresh_token = new_token()
+        access_token = ACCESS_TOKEN_PREFIX + new_token()
+        refresh_token = REFRESH_TOKEN_PREFIX + new_token()
         now = int(time.time())
         common = {"client_id": client_id, "scopes": scopes, "resource": resource, "subject": subject}
         await self._store.set(

@@ -24,6 +24,7 @@ from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnava
 from fastn_asgi_auth.grants import GrantBook
 from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken, looks_like_jwt
 from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
+from fastn_asgi_auth.provider import OWN_TOKEN_PREFIXES
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.singleflight import SingleFlight
 from fastn_asgi_auth.storage.base import Store
@@ -115,6 +116,9 @@ class BearerResolver:
         if own is not None:
             return own
         try:
+            if token.startswith(OWN_TOKEN_PREFIXES):
+                logger.info("bearer %s: our token is unknown, expired or revoked", log_id(token))
+                raise InvalidToken("token expired or revoked")
             resolution = await self._external_token(token, digest)
         except InvalidToken as exc:
             self._rejected.put(digest, str(exc), time.time() + self._settings.negative_cache_ttl)

@@ -126,6 +126,7 @@ def _server_metadata(
         # Public clients (the usual MCP desktop client) authenticate with PKCE only.
         token_endpoint_auth_methods_supported=["client_secret_post", "client_secret_basic", "none"],
         authorization_response_iss_parameter_supported=True,
+        revocation_endpoint_auth_methods_supported=["client_secret_post", "client_secret_basic", "none"],
     )
     return OAuthMetadata.model_validate(fields)
 

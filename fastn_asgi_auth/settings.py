@@ -199,12 +199,20 @@ class FastnAuthSettings:
         values.update(overrides)
 
         preset = env.get(ENV_PREFIX + "PRESET", "").strip().lower()
-        if preset == "strict":
-            audience = values.pop("audience", None) or ""
-            return cls.strict(audience=audience, **values)
-        if preset not in ("", "default"):
+        if preset not in ("", "default", "strict"):
             raise ConfigurationError(f"{ENV_PREFIX}PRESET={preset!r} is unknown: use 'strict' or leave it unset.")
-        return cls(**values)
+        from_environment = {name for name in values if name not in overrides}
+        try:
+            if preset == "strict":
+                audience = values.pop("audience", None) or ""
+                return cls.strict(audience=audience, **values)
+            return cls(**values)
+        except ConfigurationError as exc:
+            # Name the variable the operator actually set, not only the field.
+            setting = str(exc).split("=", 1)[0].split(" ", 1)[0]
+            if setting in from_environment:
+                raise ConfigurationError(f"{ENV_PREFIX}{setting.upper()}: {exc}") from None
+            raise
 
 
 ENV_PREFIX: Final = "FASTN_AUTH_"
@@ -228,7 +236,7 @@ def _parse_env(name: str, raw: str, annotation: object) -> Any:
         try:
             return int(value)
         except ValueError:
-            raise ConfigurationError(f"{name}={raw!r} is not an integer number of seconds or items.") from None
+            raise ConfigurationError(f"{name}={raw!r} is not an integer.") from None
     if text == "float":
         try:
             return float(value)

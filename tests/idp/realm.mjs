@@ -62,6 +62,7 @@ function parseCommandLine() {
         port: { type: 'string', default: '0' },
         'access-token-ttl': { type: 'string', default: '300' },
         'refresh-token-ttl': { type: 'string', default: '1800' },
+        'ignore-stdin': { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
       },
       strict: true,
@@ -77,12 +78,15 @@ function parseCommandLine() {
       + '  --port               TCP port on 127.0.0.1, 0 lets the OS choose a free one (default 0)\n'
       + '  --access-token-ttl   access token and ID token lifetime in seconds (default 300)\n'
       + '  --refresh-token-ttl  refresh token lifetime in seconds (default 1800)\n'
-      + 'The server exits when its stdin closes, so keep stdin open.\n',
+      + '  --ignore-stdin       keep running when stdin closes (for a shell in the background)\n'
+      + 'Without --ignore-stdin the server exits when its stdin closes, so a test run that dies\n'
+      + 'takes it along.\n',
     );
     process.exit(0);
   }
 
   return {
+    ignoreStdin: values['ignore-stdin'],
     port: parseInteger('--port', values.port, 0, 65535),
     accessTokenTtl: parseInteger('--access-token-ttl', values['access-token-ttl'], 1, 86400),
     refreshTokenTtl: parseInteger('--refresh-token-ttl', values['refresh-token-ttl'], 1, 30 * 86400),
@@ -612,7 +616,7 @@ function listen(server, port) {
   });
 }
 
-function installShutdown(server) {
+function installShutdown(server, ignoreStdin) {
   let stopping = false;
   const stop = (reason) => {
     if (stopping) {
@@ -627,6 +631,9 @@ function installShutdown(server) {
 
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  if (ignoreStdin) {
+    return;
+  }
   process.stdin.on('end', () => stop('stdin closed'));
   process.stdin.on('error', (err) => stop(`stdin failed: ${err.message}`));
   // Reading keeps the stream flowing, so 'end' fires once the parent closes it.
@@ -635,12 +642,12 @@ function installShutdown(server) {
 }
 
 async function main() {
-  const { port: requestedPort, accessTokenTtl, refreshTokenTtl } = parseCommandLine();
+  const { port: requestedPort, accessTokenTtl, refreshTokenTtl, ignoreStdin } = parseCommandLine();
 
   // The issuer contains the port, and with --port 0 the port is known only
   // once the socket listens, so the provider is created after listening.
   const server = http.createServer();
-  installShutdown(server);
+  installShutdown(server, ignoreStdin);
   const port = await listen(server, requestedPort);
   const issuer = `http://${HOST}:${port}${REALM_PATH}`;
 

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings
 from tests.support.apps import whoami
-from tests.support.realm import login_tokens
+from tests.support.realm import TokenEndpointCounter, login_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +52,6 @@ def inner_app() -> Starlette:
             WebSocketRoute("/mcp/socket", echo_socket),
         ]
     )
-
-
-class TokenEndpointCounter:
-    """Counts requests to the realm's token endpoint through an httpx event hook."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, request: httpx.Request) -> None:
-        if request.url.path.endswith("/protocol/openid-connect/token"):
-            self.calls += 1
 
 
 def build(issuer: str, counter: TokenEndpointCounter | None = None, **overrides) -> httpx.AsyncClient:

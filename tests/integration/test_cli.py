@@ -29,6 +29,7 @@ def test_check_reaches_realm(realm):
     assert "authorization server issuer: http://127.0.0.1:8000/oauth" in result.stdout
     assert f"token endpoint: {realm.issuer}/protocol/openid-connect/token" in result.stdout
     assert "signing keys: 1 published" in result.stdout
+    assert "public base URL: http://127.0.0.1:8000 (from FASTN_AUTH_BASE_URL)" in result.stdout
 
 
 def test_check_names_bad_setting():

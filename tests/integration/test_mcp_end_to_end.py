@@ -11,6 +11,7 @@ import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import httpx2
 import pytest
 from mcp import ClientSession
@@ -126,3 +127,12 @@ async def test_mcp_client_login_and_refresh(short_realm):
         assert user.logins == 1
         assert second["sub"] == first["sub"]
         assert second["exp"] > first["exp"]
+
+
+@pytest.mark.integration
+def test_example_health_is_public(realm):
+    with serve(lambda base_url: build_app(example_settings(realm.issuer, base_url))) as server:
+        health = httpx.get(server.url + "/health")
+        mcp = httpx.post(server.url + "/mcp", json={})
+    assert health.status_code == 200
+    assert mcp.status_code == 401

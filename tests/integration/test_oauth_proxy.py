@@ -17,10 +17,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthSettings
+from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings
 from fastn_asgi_auth.pkce import new_pkce_pair
 from tests.support.apps import whoami
-from tests.support.realm import RealmServer, browse_login
+from tests.support.realm import RealmServer, TokenEndpointCounter, browse_login
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -97,12 +97,14 @@ class Proxy:
 
 
 @contextlib.contextmanager
-def running_proxy(issuer: str, **overrides) -> Iterator[Proxy]:
+def running_proxy(issuer: str, counter: TokenEndpointCounter | None = None, **overrides) -> Iterator[Proxy]:
     holder: dict[str, FastnAuthSettings] = {}
 
     def build(base_url: str):
         holder["settings"] = FastnAuthSettings(issuer=issuer, base_url=base_url, **overrides)
-        return FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), settings=holder["settings"])
+        hooks = {"request": [counter]} if counter else {}
+        service = FastnAuthService(holder["settings"], http=httpx.AsyncClient(timeout=10, event_hooks=hooks))
+        return FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), service=service)
 
     with serve(build) as server, httpx.Client(timeout=15) as http:
         yield Proxy(server.url, holder["settings"], http)
@@ -416,3 +418,20 @@ def test_refresh_during_outage_keeps_token():
     assert first.headers["retry-after"].isdigit()
     # The refresh token was not used up by the failed attempt.
     assert second.status_code == 503
+
+
+def test_revoked_token_not_sent_upstream(realm):
+    counter = TokenEndpointCounter()
+    with running_proxy(realm.issuer, counter) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        proxy.http.post(
+            proxy.url + "/oauth/revoke", data={"token": tokens["access_token"], "client_id": client["client_id"]}
+        )
+        before = counter.calls
+        response = proxy.call(tokens["access_token"])
+        after = counter.calls
+    assert tokens["access_token"].startswith("fastn_at_")
+    assert tokens["refresh_token"].startswith("fastn_rt_")
+    assert response.status_code == 401
+    assert after == before

@@ -504,3 +504,14 @@ def refresh(issuer: str, refresh_token: str, client_id: str) -> httpx.Response:
         data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id},
         timeout=HTTP_TIMEOUT_SECONDS,
     )
+
+
+class TokenEndpointCounter:
+    """Counts requests to the realm's token endpoint through an httpx event hook."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, request: httpx.Request) -> None:
+        if request.url.path.endswith("/protocol/openid-connect/token"):
+            self.calls += 1

@@ -346,3 +346,8 @@ def test_strict_preset_needs_audience() -> None:
 def test_unknown_preset_rejected() -> None:
     with pytest.raises(ConfigurationError, match="FASTN_AUTH_PRESET"):
         FastnAuthSettings.from_env({"FASTN_AUTH_PRESET": "paranoid"})
+
+
+def test_env_error_names_variable() -> None:
+    with pytest.raises(ConfigurationError, match="^FASTN_AUTH_ISSUER: issuer="):
+        FastnAuthSettings.from_env({"FASTN_AUTH_ISSUER": "ftp://realm.example"})
