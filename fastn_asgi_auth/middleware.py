@@ -7,8 +7,6 @@ import logging
 from typing import Any
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -106,16 +104,7 @@ class FastnAuthMiddleware:
 
     async def _call_with_identity(self, scope: Scope, receive: Receive, send: Send, resolution: Resolution) -> None:
         auth = resolution.auth
-        access_token = AccessToken(
-            token=resolution.upstream_token,
-            client_id=auth.client_id,
-            scopes=list(auth.scopes),
-            expires_at=auth.expires_at,
-            resource=auth.resource,
-            subject=auth.subject,
-            claims={"iss": auth.issuer},
-        )
-        user = AuthenticatedUser(access_token)
+        user = resolution.user
         # The ASGI spec requires middleware to copy the scope before changing it.
         scope = dict(scope)
         scope["fastn_token"] = resolution.upstream_token

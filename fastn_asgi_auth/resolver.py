@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+
 from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.crypto import SealError, derive_key, log_id, open_json, seal_json, token_hash, unwrap_key
 from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnavailable
@@ -68,6 +71,20 @@ class Resolution:
     upstream_token: str = field(repr=False)
     """The upstream access token to call Fastn with; never one of our tokens."""
     cache_until: float = 0.0
+    user: AuthenticatedUser = field(init=False, repr=False)
+    """The MCP SDK's user object, built once so that cached resolutions reuse it."""
+
+    def __post_init__(self) -> None:
+        access_token = AccessToken(
+            token=self.upstream_token,
+            client_id=self.auth.client_id,
+            scopes=list(self.auth.scopes),
+            expires_at=self.auth.expires_at,
+            resource=self.auth.resource,
+            subject=self.auth.subject,
+            claims={"iss": self.auth.issuer},
+        )
+        object.__setattr__(self, "user", AuthenticatedUser(access_token))
 
 
 class BearerResolver:
@@ -88,6 +105,7 @@ class BearerResolver:
         self._resolved: ExpiringCache[Resolution] = ExpiringCache(settings.max_entries)
         self._rejected: ExpiringCache[str] = ExpiringCache(settings.max_entries)
         self._flights: SingleFlight[Resolution] = SingleFlight()
+        self._grant_keys: ExpiringCache[bytes] = ExpiringCache(settings.max_entries)
         self._upstream_slots = asyncio.Semaphore(settings.max_concurrent_upstream)
 
     async def resolve(self, token: str) -> Resolution:
@@ -106,15 +124,17 @@ class BearerResolver:
         if reason is not None:
             raise InvalidToken(reason)
 
-        return await self._flights.run(digest, lambda: self._resolve_uncached(token, digest))
+        # Our own tokens need no upstream call (GrantBook single-flights its
+        # refreshes), so they skip the per-token single flight and its cost.
+        own = await self._own_token(token, digest)
+        if own is not None:
+            return own
+        return await self._flights.run(digest, lambda: self._resolve_external(token, digest))
 
     def forget(self, token: str) -> None:
         self._resolved.discard(token_hash(token))
 
-    async def _resolve_uncached(self, token: str, digest: str) -> Resolution:
-        own = await self._own_token(token, digest)
-        if own is not None:
-            return own
+    async def _resolve_external(self, token: str, digest: str) -> Resolution:
         try:
             if token.startswith(OWN_TOKEN_PREFIXES):
                 logger.info("bearer %s: our token is unknown, expired or revoked", log_id(token))
@@ -136,11 +156,15 @@ class BearerResolver:
         if record["expires_at"] <= time.time():
             logger.info("bearer %s: our access token expired", log_id(token))
             raise InvalidToken("token expired")
-        try:
-            grant_key = unwrap_key(token, record["wrapped_key"])
-        except SealError:
-            logger.warning("bearer %s: access record could not be unsealed", log_id(token))
-            raise InvalidToken("token is invalid") from None
+        grant_key = self._grant_keys.get(digest)
+        if grant_key is None:
+            try:
+                grant_key = unwrap_key(token, record["wrapped_key"])
+            except SealError:
+                logger.warning("bearer %s: access record could not be unsealed", log_id(token))
+                raise InvalidToken("token is invalid") from None
+            # Kept in process memory only; the store keeps just the wrapped form.
+            self._grant_keys.put(digest, grant_key, record["expires_at"])
         try:
             grant = await self._grants.fresh(record["grant_id"], grant_key)
         except InvalidToken as exc:
