@@ -22,6 +22,7 @@ from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings
@@ -388,3 +389,13 @@ async def test_strict_rejects_keys_and_refresh(realm):
         refresh_token = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
     assert api_key.status_code == 401
     assert refresh_token.status_code == 401
+
+
+def test_websocket_with_token_accepted(realm):
+    tokens = login_tokens(realm.issuer)
+    settings = FastnAuthSettings(issuer=realm.issuer, base_url=BASE_URL)
+    app = FastnAuthMiddleware(inner_app(), settings=settings)
+    with TestClient(app) as client:
+        with client.websocket_connect("/mcp/socket", headers=bearer(tokens["access_token"])) as socket:
+            method = socket.receive_text()
+    assert method == "jwt"
