@@ -37,7 +37,7 @@ def build_server() -> MCPServer:
         # The middleware verified the token; this only reads two claims to show them.
         claims: dict[str, Any] = jwt.decode(fastn_token, options={"verify_signature": False})
         auth = request.scope["fastn_auth"]
-        # The MCP SDK's own accessor sees the same upstream token.
+        # The MCP SDK's own accessor returns the same upstream token.
         sdk_token = get_access_token()
         return json.dumps(
             {

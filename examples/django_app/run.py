@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     # fastn_site.asgi builds its settings from the environment when uvicorn imports it.
     os.environ.setdefault("FASTN_AUTH_BASE_URL", f"http://{args.host}:{args.port}")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fastn_site.settings")
-    # Django 5.2's ASGI handler raises on lifespan events, so uvicorn is told not to send them.
+    # Django 5.2's ASGI handler raises on lifespan events, so uvicorn runs with lifespan off.
     uvicorn.run("fastn_site.asgi:application", host=args.host, port=args.port, lifespan="off")
 
 

@@ -37,7 +37,7 @@ def chromium_path() -> str:
 
 
 def run_browser_login(url: str, *, answer: str) -> tuple[str, dict[str, str]]:
-    """Open url, answer the consent page, log in; return the redirect and what the page showed."""
+    """Open url, submit the consent page and log in. Return the final redirect and the page's text."""
     captured: dict[str, str] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)

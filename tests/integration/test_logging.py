@@ -1,4 +1,4 @@
-"""What the operator's log says: reasons for rejections, and never a secret."""
+"""The operator's log: reasons for rejections, and never a secret."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_full_flow_logs_no_secret(realm, caplog):
         "realm refresh token": realm_tokens["refresh_token"],
     }
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert "login" in logged and "revoking its grant" in logged
+    assert "login" in logged
+    assert "revoking its grant" in logged
     for name, value in secrets.items():
         assert value not in logged, f"{name} appears in the log"
 

@@ -1,7 +1,7 @@
 """The OAuth proxy over real HTTP: registration, login at the realm, codes, tokens.
 
-The server runs under uvicorn on loopback; the client side is plain httpx,
-doing what an MCP client does, so every step and error can be checked.
+The server runs under uvicorn on loopback. The client side is plain httpx
+doing what an MCP client does, so that every step and error can be checked.
 """
 
 from __future__ import annotations
