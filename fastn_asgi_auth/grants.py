@@ -161,9 +161,20 @@ class GrantBook:
         try:
             tokens = await self._upstream.refresh(grant.upstream_refresh_token, client_id=grant.upstream_client_id)
         except UpstreamRejected as exc:
-            # invalid_grant here means the upstream session ended (logout,
-            # idle timeout, admin action): our tokens for it end too.
-            logger.info("upstream refresh for grant %s rejected (%s); revoking the grant", grant_id[:8], exc.error)
+            if exc.error != "invalid_grant":
+                # invalid_client or unauthorized_client: the realm's client
+                # configuration changed. That is for an operator to fix, and
+                # the user's session must survive it.
+                logger.error(
+                    "upstream refresh for grant %s rejected with %s; check the realm's client %s",
+                    grant_id[:8],
+                    exc.error,
+                    grant.upstream_client_id,
+                )
+                raise UpstreamUnavailable(f"upstream refresh rejected with {exc.error}") from None
+            # invalid_grant means the upstream session ended (logout, idle
+            # timeout, admin action), so our tokens for it end too.
+            logger.info("upstream refresh for grant %s rejected (invalid_grant); revoking the grant", grant_id[:8])
             await self._store.delete(grant_key_name(grant_id))
             raise InvalidToken("upstream session ended") from None
         except UpstreamUnavailable:

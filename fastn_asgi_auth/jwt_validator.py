@@ -32,7 +32,7 @@ class JwtValidator:
         self._jwks = jwks
         self._algorithms = frozenset(settings.jwt_algorithms)
 
-    async def validate(self, token: str) -> dict[str, Any]:
+    async def validate(self, token: str, *, check_audience: bool = True) -> dict[str, Any]:
         """Return the verified claims of an upstream JWT access token.
 
         Raises NotAnAccessToken when another chain step should look at the
@@ -61,14 +61,15 @@ class JwtValidator:
             logger.warning("JWT rejected: key id %r is not published by the realm", kid)
             raise InvalidToken("token signed by an unknown key")
 
-        options: dict[str, Any] = {"require": ["exp", "iat", "iss"], "verify_aud": self._settings.audience is not None}
+        audience = self._settings.audience if check_audience else None
+        options: dict[str, Any] = {"require": ["exp", "iat", "iss"], "verify_aud": audience is not None}
         try:
             claims = jwt.decode(
                 token,
                 key.key,
                 algorithms=[algorithm],
                 issuer=self._settings.upstream_issuer,
-                audience=self._settings.audience,
+                audience=audience,
                 leeway=self._settings.jwt_leeway,
                 options=options,
             )

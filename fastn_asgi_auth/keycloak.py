@@ -30,6 +30,19 @@ DISCOVERY_RETRY_SECONDS: Final = 60
 DEFAULT_UPSTREAM_TOKEN_SECONDS: Final = 300
 
 
+# RFC 6749 §5.2 error codes: only these mean the realm judged the grant.
+OAUTH_TOKEN_ERRORS: Final = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Endpoints:
     authorization_endpoint: str
@@ -88,6 +101,8 @@ class UpstreamClient:
             response = await self._http.get(url)
             response.raise_for_status()
             document = response.json()
+            if not isinstance(document, dict):
+                raise ValueError("discovery document is not a JSON object")
             if document.get("issuer") != issuer:
                 # OpenID Connect Discovery §4.3: the document must name the
                 # issuer it was fetched for, or it belongs to someone else.
@@ -171,14 +186,19 @@ class UpstreamClient:
             logger.warning("upstream %s grant failed: %s (%s)", grant, type(exc).__name__, exc)
             raise UpstreamUnavailable(f"upstream token endpoint unreachable ({type(exc).__name__})") from exc
 
-        if response.status_code >= 500:
-            logger.warning("upstream %s grant answered HTTP %d", grant, response.status_code)
-            raise UpstreamUnavailable(f"upstream token endpoint answered HTTP {response.status_code}")
         body = _json_object(response)
         if response.status_code != 200:
-            error = str(body.get("error") or f"http_{response.status_code}")
-            description = body.get("error_description")
-            raise UpstreamRejected(error, str(description) if description else None)
+            error = body.get("error")
+            if response.status_code in (400, 401) and error in OAUTH_TOKEN_ERRORS:
+                description = body.get("error_description")
+                raise UpstreamRejected(str(error), str(description) if description else None)
+            # 5xx, 408, 429, a proxy's 403 or 404, or a body without an RFC
+            # 6749 §5.2 error: the grant was not judged, so nothing is lost.
+            logger.warning("upstream %s grant answered HTTP %d (%s)", grant, response.status_code, error or "no error")
+            retry_after = _retry_after(response)
+            raise UpstreamUnavailable(
+                f"upstream token endpoint answered HTTP {response.status_code}", retry_after=retry_after
+            )
 
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
@@ -196,6 +216,11 @@ class UpstreamClient:
             refresh_expires_at=now + refresh_expires_in if refresh_expires_in else None,
             id_token=id_token if isinstance(id_token, str) else None,
         )
+
+
+def _retry_after(response: httpx.Response) -> int:
+    value = response.headers.get("retry-after", "")
+    return min(int(value), 300) if value.isdigit() else 5
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -261,7 +261,9 @@ class FastnOAuthProvider:
             raise LoginError("temporarily_unavailable", "the identity provider is unreachable") from None
 
         try:
-            claims = await self._jwt.validate(tokens.access_token)
+            # The proxy asked the realm for this token itself, so the audience
+            # setting, which is for bearer tokens clients bring, does not apply.
+            claims = await self._jwt.validate(tokens.access_token, check_audience=False)
         except (InvalidToken, NotAnAccessToken) as exc:
             logger.error("upstream access token from the code exchange failed validation: %s", exc)
             raise LoginError("server_error", "the identity provider returned an unusable token") from None
@@ -387,10 +389,12 @@ class FastnOAuthProvider:
             raise
         await self._grants.extend(grant, grant_key)
 
-        granted = scopes or record["scopes"]
+        # RFC 6749 §6: a narrower scope applies to the new access token only;
+        # the new refresh token keeps the scope of the original grant.
         return await self._issue_tokens(
             client_id=client.client_id,
-            scopes=granted,
+            scopes=scopes or record["scopes"],
+            refresh_scopes=record["scopes"],
             resource=record.get("resource"),
             subject=record.get("subject"),
             grant_id=record["grant_id"],
@@ -426,15 +430,17 @@ class FastnOAuthProvider:
         subject: str | None,
         grant_id: str,
         grant_key: bytes,
+        refresh_scopes: list[str] | None = None,
     ) -> OAuthToken:
         access_token = ACCESS_TOKEN_PREFIX + new_token()
         refresh_token = REFRESH_TOKEN_PREFIX + new_token()
         now = int(time.time())
-        common = {"client_id": client_id, "scopes": scopes, "resource": resource, "subject": subject}
+        common = {"client_id": client_id, "resource": resource, "subject": subject}
         await self._store.set(
             "access:" + token_hash(access_token),
             {
                 **common,
+                "scopes": scopes,
                 "expires_at": now + self._settings.access_token_ttl,
                 "grant_id": grant_id,
                 "wrapped_key": wrap_key(access_token, grant_key),
@@ -445,6 +451,7 @@ class FastnOAuthProvider:
             "refresh:" + token_hash(refresh_token),
             {
                 **common,
+                "scopes": refresh_scopes if refresh_scopes is not None else scopes,
                 "expires_at": now + self._settings.refresh_token_ttl,
                 "grant_id": grant_id,
                 "wrapped_key": wrap_key(refresh_token, grant_key),

@@ -217,7 +217,10 @@ class BearerResolver:
         validator = self._settings.api_key_validator
         if validator is not None:
             try:
-                checked = await validator(token)
+                async with self._upstream_slot():
+                    checked = await validator(token)
+            except UpstreamUnavailable:
+                raise
             except Exception as exc:
                 logger.exception("bearer %s: API key validator failed", log_id(token))
                 raise UpstreamUnavailable("API key could not be checked") from exc
@@ -272,8 +275,10 @@ class BearerResolver:
         try:
             claims = await self._jwt.validate(tokens.access_token)
         except (InvalidToken, NotAnAccessToken) as exc:
-            logger.error("upstream access token from a refresh grant failed validation: %s", exc)
-            raise UpstreamUnavailable("the realm returned an unusable access token") from None
+            # For example another audience than the configured one: the
+            # credential is not acceptable here, and the 401 is cached.
+            logger.info("bearer %s: the access token it refreshes to is not accepted (%s)", log_id(token), exc)
+            raise InvalidToken("token is not accepted here") from None
 
         state = {
             "client_id": client_id,
@@ -314,7 +319,15 @@ class BearerResolver:
         try:
             tokens = await self._upstream.refresh(state["refresh_token"], client_id=state["client_id"])
         except UpstreamRejected as exc:
-            logger.info("bearer %s: upstream session ended (%s)", log_id(token), exc.error)
+            if exc.error != "invalid_grant":
+                logger.error(
+                    "bearer %s: upstream refresh rejected with %s; check the realm's client %s",
+                    log_id(token),
+                    exc.error,
+                    state["client_id"],
+                )
+                raise UpstreamUnavailable(f"upstream refresh rejected with {exc.error}") from None
+            logger.info("bearer %s: upstream session ended (invalid_grant)", log_id(token))
             await self._store.delete("upstream_session:" + token_hash(token))
             raise InvalidToken("upstream session ended") from None
         if tokens.refresh_token is None:

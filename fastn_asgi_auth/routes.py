@@ -213,7 +213,12 @@ class OutageAsUnavailable:
             response = JSONResponse(
                 {"error": "temporarily_unavailable", "error_description": str(exc)},
                 status_code=503,
-                headers={"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"},
+                headers={
+                    "Retry-After": str(exc.retry_after),
+                    "Cache-Control": "no-store",
+                    # Browser-based clients must be able to read the 503 too.
+                    "Access-Control-Allow-Origin": "*",
+                },
             )
             await response(scope, receive, send)
 

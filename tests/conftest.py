@@ -25,3 +25,12 @@ def short_realm() -> Iterator[RealmServer]:
     server.start(access_token_ttl=3)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def faulty_realm() -> Iterator[RealmServer]:
+    """A realm with 3-second access tokens whose token endpoint can be made to fail on request."""
+    server = RealmServer()
+    server.start(access_token_ttl=3, test_faults=True)
+    yield server
+    server.stop()

@@ -63,6 +63,7 @@ function parseCommandLine() {
         'access-token-ttl': { type: 'string', default: '300' },
         'refresh-token-ttl': { type: 'string', default: '1800' },
         'ignore-stdin': { type: 'boolean', default: false },
+        'test-faults': { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
       },
       strict: true,
@@ -79,6 +80,8 @@ function parseCommandLine() {
       + '  --access-token-ttl   access token and ID token lifetime in seconds (default 300)\n'
       + '  --refresh-token-ttl  refresh token lifetime in seconds (default 1800)\n'
       + '  --ignore-stdin       keep running when stdin closes (for a shell in the background)\n'
+      + '  --test-faults        serve POST /_test/token-faults?status=S&count=N, which makes the next N\n'
+      + '                       token requests fail with HTTP status S and no OAuth error body\n'
       + 'Without --ignore-stdin the server exits when its stdin closes, so a test run that dies\n'
       + 'takes it along.\n',
     );
@@ -87,6 +90,7 @@ function parseCommandLine() {
 
   return {
     ignoreStdin: values['ignore-stdin'],
+    testFaults: values['test-faults'],
     port: parseInteger('--port', values.port, 0, 65535),
     accessTokenTtl: parseInteger('--access-token-ttl', values['access-token-ttl'], 1, 86400),
     refreshTokenTtl: parseInteger('--refresh-token-ttl', values['refresh-token-ttl'], 1, 30 * 86400),
@@ -572,12 +576,34 @@ function handleUserinfo(req, res, keyInfo) {
 // oidc-provider is mounted at the realm path the way Express mounts an app:
 // req.url loses the prefix, and originalUrl and baseUrl keep it, so that the
 // URLs it builds carry the prefix again.
-function createRequestHandler(provider, keyInfo) {
+function createRequestHandler(provider, keyInfo, testFaults) {
   const providerCallback = provider.callback();
+  // Injected failures of the token endpoint, as a rate limiter or a proxy in
+  // front of a real realm would produce them: a status and no OAuth body.
+  const tokenFaults = { status: 0, remaining: 0 };
 
   return (req, res) => {
-    const { pathname } = new URL(req.url, 'http://127.0.0.1');
+    const { pathname, searchParams } = new URL(req.url, 'http://127.0.0.1');
     let handled;
+
+    if (testFaults && pathname === '/_test/token-faults' && req.method === 'POST') {
+      const status = Number(searchParams.get('status'));
+      const count = Number(searchParams.get('count'));
+      if (!Number.isInteger(status) || status < 400 || status > 599 || !Number.isInteger(count) || count < 0) {
+        sendJson(res, 400, { error: 'invalid_request', error_description: 'status must be 400-599, count 0 or more' });
+        return;
+      }
+      tokenFaults.status = status;
+      tokenFaults.remaining = count;
+      log(`the next ${count} token requests fail with HTTP ${status}`);
+      sendJson(res, 200, { status, count });
+      return;
+    }
+    if (tokenFaults.remaining > 0 && pathname === `${REALM_PATH}/protocol/openid-connect/token`) {
+      tokenFaults.remaining -= 1;
+      sendJson(res, tokenFaults.status, { message: 'injected fault' }, { 'retry-after': '1' });
+      return;
+    }
 
     if (pathname.startsWith(LOGIN_PATH)) {
       handled = handleLogin(provider, req, res, pathname.slice(LOGIN_PATH.length));
@@ -642,7 +668,9 @@ function installShutdown(server, ignoreStdin) {
 }
 
 async function main() {
-  const { port: requestedPort, accessTokenTtl, refreshTokenTtl, ignoreStdin } = parseCommandLine();
+  const {
+    port: requestedPort, accessTokenTtl, refreshTokenTtl, ignoreStdin, testFaults,
+  } = parseCommandLine();
 
   // The issuer contains the port, and with --port 0 the port is known only
   // once the socket listens, so the provider is created after listening.
@@ -660,7 +688,7 @@ async function main() {
     kid: signingKey.kid,
     publicKey: crypto.createPublicKey({ key: signingKey, format: 'jwk' }),
   };
-  server.on('request', createRequestHandler(provider, keyInfo));
+  server.on('request', createRequestHandler(provider, keyInfo, testFaults));
 
   log(`listening on ${issuer} (access token TTL ${accessTokenTtl} s, refresh token TTL ${refreshTokenTtl} s)`);
   process.stdout.write(`{"issuer": ${JSON.stringify(issuer)}, "port": ${port}}\n`);

@@ -399,3 +399,29 @@ def test_websocket_with_token_accepted(realm):
         with client.websocket_connect("/mcp/socket", headers=bearer(tokens["access_token"])) as socket:
             method = socket.receive_text()
     assert method == "jwt"
+
+
+async def test_realm_fault_keeps_refresh_session(faulty_realm):
+    tokens = login_tokens(faulty_realm.issuer)
+    async with build(faulty_realm.issuer, upstream_refresh_margin=1) as client:
+        first = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+        await asyncio.sleep(3.2)
+        faulty_realm.fail_token_requests(429, 1)
+        during = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+        after = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+    assert first.status_code == 200
+    assert during.status_code == 503
+    assert after.status_code == 200
+
+
+async def test_refreshed_token_of_other_audience(realm):
+    tokens = login_tokens(realm.issuer)
+    counter = TokenEndpointCounter()
+    async with build(realm.issuer, counter, audience="another-api") as client:
+        first = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+        second = await client.get("/mcp", headers=bearer(tokens["refresh_token"]))
+    # Not acceptable here, so 401, and cached: only the first request reaches
+    # the realm (fastn-oauth rejected, then fastn-sdk).
+    assert first.status_code == 401
+    assert second.status_code == 401
+    assert counter.calls == 2

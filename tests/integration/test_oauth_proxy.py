@@ -435,3 +435,58 @@ def test_revoked_token_not_sent_upstream(realm):
     assert tokens["refresh_token"].startswith("fastn_rt_")
     assert response.status_code == 401
     assert after == before
+
+
+@pytest.mark.parametrize("status", [429, 403, 404, 500])
+def test_realm_fault_keeps_grant(faulty_realm, status):
+    with running_proxy(faulty_realm.issuer, upstream_refresh_margin=1) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        first = proxy.call(tokens["access_token"])
+        time.sleep(3.2)
+        faulty_realm.fail_token_requests(status, 1)
+        during = proxy.call(tokens["access_token"])
+        after = proxy.call(tokens["access_token"])
+    # A realm that did not judge the grant must not end the user's session.
+    assert during.status_code == 503
+    assert during.headers["retry-after"] == "1"
+    assert after.status_code == 200
+    assert after.json()["fastn_token_sha256"] != first.json()["fastn_token_sha256"]
+
+
+def test_narrower_refresh_keeps_scope(proxy):
+    client = proxy.client()
+    tokens = proxy.tokens(client)
+    narrow = proxy.http.post(
+        proxy.url + "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": client["client_id"],
+            "scope": "read",
+        },
+    )
+    assert narrow.status_code == 200
+    assert narrow.json()["scope"] == "read"
+    # RFC 6749 §6: the new refresh token still carries the original scope.
+    wide = proxy.http.post(
+        proxy.url + "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": narrow.json()["refresh_token"],
+            "client_id": client["client_id"],
+            "scope": "read write",
+        },
+    )
+    assert wide.status_code == 200
+    assert wide.json()["scope"] == "read write"
+
+
+def test_strict_preset_proxy_login(realm):
+    with running_proxy(realm.issuer, audience="some-api", enable_api_keys=False, enable_refresh_tokens=False) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        response = proxy.call(tokens["access_token"])
+    # The audience applies to JWTs that clients bring, not to the proxy's own logins.
+    assert response.status_code == 200
+    assert response.json()["method"] == "oauth"

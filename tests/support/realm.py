@@ -79,7 +79,7 @@ class RealmServer:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._threads: list[threading.Thread] = []
 
-    def start(self, access_token_ttl: int = 300, refresh_token_ttl: int = 1800) -> None:
+    def start(self, access_token_ttl: int = 300, refresh_token_ttl: int = 1800, *, test_faults: bool = False) -> None:
         """Start the realm on a free port and wait until it accepts requests.
 
         Raises RuntimeError when Node.js or the npm dependencies are missing,
@@ -106,6 +106,7 @@ class RealmServer:
             str(access_token_ttl),
             "--refresh-token-ttl",
             str(refresh_token_ttl),
+            *(["--test-faults"] if test_faults else []),
         ]
         # stdin stays an open pipe: the realm exits when it closes, which
         # also happens when this Python process dies without calling stop().
@@ -159,6 +160,18 @@ class RealmServer:
         for thread in self._threads:
             thread.join(timeout=STOP_TIMEOUT_SECONDS)
         self._threads = []
+
+    def fail_token_requests(self, status: int, count: int) -> None:
+        """Make the next count token requests fail with status and no OAuth error body.
+
+        Needs a realm started with test_faults=True.
+        """
+        response = httpx.post(
+            f"http://127.0.0.1:{self.port}/_test/token-faults",
+            params={"status": status, "count": count},
+            timeout=HTTP_TIMEOUT_SECONDS,
+        )
+        response.raise_for_status()
 
     def stderr_tail(self) -> str:
         """Return the last lines the realm wrote to stderr."""
