@@ -12,12 +12,13 @@ crypto.py), so the store alone cannot reveal an upstream credential.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.crypto import SealError, open_json, seal_json
@@ -42,6 +43,14 @@ class Grant:
     upstream_expires_at: int
     upstream_refresh_expires_at: int | None
     upstream_client_id: str
+
+
+REVOKED_PREFIX: Final = "revoked_grant:"
+LOCK_PREFIX: Final = "grant_lock:"
+# The lock outlives one upstream call by this much, so a worker that dies
+# while holding it blocks the grant's refresh only briefly.
+LOCK_EXTRA_SECONDS: Final = 5
+LOCK_POLL_SECONDS: Final = 0.1
 
 
 def grant_key_name(grant_id: str) -> str:
@@ -132,6 +141,9 @@ class GrantBook:
 
     async def revoke(self, grant_id: str, key: bytes | None = None) -> None:
         grant = await self.load(grant_id, key) if key is not None else None
+        # The mark comes first: a refresh that is in flight re-reads it after
+        # writing, so it cannot bring the grant back (see _save).
+        await self._store.set(REVOKED_PREFIX + grant_id, {}, self._settings.refresh_token_ttl)
         await self._store.delete(grant_key_name(grant_id))
         logger.info("grant %s revoked", grant_id[:8])
         if grant is not None and grant.upstream_refresh_token:
@@ -145,9 +157,35 @@ class GrantBook:
         return grant.upstream_expires_at - self._settings.upstream_refresh_margin <= time.time()
 
     async def _refresh(self, grant_id: str, key: bytes) -> Grant:
-        # Re-read inside the single flight: another worker sharing the store
-        # may have refreshed already, and its rotated upstream refresh token is
-        # the only one that still works.
+        # The single flight covers one process. With a shared store, a lock
+        # covers the workers: upstream refresh tokens rotate, so two workers
+        # refreshing at once would leave one holding a used refresh token.
+        lock = LOCK_PREFIX + grant_id
+        if not await self._store.add(lock, {}, self._settings.http_timeout + LOCK_EXTRA_SECONDS):
+            return await self._await_other_refresh(grant_id, key)
+        try:
+            return await self._refresh_locked(grant_id, key)
+        finally:
+            await self._store.delete(lock)
+
+    async def _await_other_refresh(self, grant_id: str, key: bytes) -> Grant:
+        deadline = time.monotonic() + self._settings.http_timeout
+        grant: Grant | None = None
+        while time.monotonic() < deadline:
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+            grant = await self.load(grant_id, key)
+            if grant is None:
+                raise InvalidToken("token was revoked")
+            if not self._needs_refresh(grant):
+                return grant
+        if grant is not None and grant.upstream_expires_at > time.time():
+            return grant
+        logger.warning("grant %s: another worker's upstream refresh did not finish in time", grant_id[:8])
+        raise UpstreamUnavailable("upstream refresh in progress elsewhere timed out")
+
+    async def _refresh_locked(self, grant_id: str, key: bytes) -> Grant:
+        # Re-read under the lock: another worker may have refreshed already,
+        # and its rotated upstream refresh token is the only one that works.
         grant = await self.load(grant_id, key)
         if grant is None:
             raise InvalidToken("token was revoked")
@@ -211,3 +249,7 @@ class GrantBook:
             "sealed": seal_json(key, secret, grant.grant_id.encode()),
         }
         await self._store.set(grant_key_name(grant.grant_id), record, self._settings.refresh_token_ttl)
+        if await self._store.get(REVOKED_PREFIX + grant.grant_id) is not None:
+            # Revoked while this write was being prepared: undo it.
+            await self._store.delete(grant_key_name(grant.grant_id))
+            raise InvalidToken("token was revoked")

@@ -329,17 +329,23 @@ class FastnOAuthProvider:
         if record is None:
             raise TokenError(error="invalid_grant", error_description="authorization code was already used")
         mark_ttl = max(self._settings.authorization_code_ttl, USED_MARK_MIN_SECONDS)
-        await self._store.set("used_code:" + digest, {"grant_id": record["grant_id"]}, mark_ttl)
-
-        grant_key = unwrap_key(authorization_code.code, record["wrapped_key"])
-        return await self._issue_tokens(
-            client_id=client.client_id,
-            scopes=record["scopes"],
-            resource=record["resource"],
-            subject=record["subject"],
-            grant_id=record["grant_id"],
-            grant_key=grant_key,
-        )
+        used_key = "used_code:" + digest
+        try:
+            await self._store.set(used_key, {"grant_id": record["grant_id"]}, mark_ttl)
+            grant_key = unwrap_key(authorization_code.code, record["wrapped_key"])
+            return await self._issue_tokens(
+                client_id=client.client_id,
+                scopes=record["scopes"],
+                resource=record["resource"],
+                subject=record["subject"],
+                grant_id=record["grant_id"],
+                grant_key=grant_key,
+            )
+        except Exception:
+            # No tokens were returned, so the client may retry with the same code.
+            remaining = record["expires_at"] - time.time()
+            await self._restore(used_key, "code:" + digest, record, remaining)
+            raise
 
     # Refresh tokens
 
@@ -370,36 +376,46 @@ class FastnOAuthProvider:
         record = await self._store.take("refresh:" + digest)
         if record is None:
             raise TokenError(error="invalid_grant", error_description="refresh token was already used")
-        await self._store.set(
-            "used_refresh:" + digest, {"grant_id": record["grant_id"]}, self._settings.refresh_token_ttl
-        )
-
-        grant_key = unwrap_key(refresh_token.token, record["wrapped_key"])
+        used_key = "used_refresh:" + digest
         try:
+            await self._store.set(used_key, {"grant_id": record["grant_id"]}, self._settings.refresh_token_ttl)
+            grant_key = unwrap_key(refresh_token.token, record["wrapped_key"])
             # Refresh upstream now if it is due, so a dead upstream session
             # surfaces as invalid_grant here rather than as a 401 later.
             grant = await self._grants.fresh(record["grant_id"], grant_key)
+            await self._grants.extend(grant, grant_key)
+
+            # RFC 6749 §6: a narrower scope applies to the new access token
+            # only; the new refresh token keeps the scope of the original grant.
+            return await self._issue_tokens(
+                client_id=client.client_id,
+                scopes=scopes or record["scopes"],
+                refresh_scopes=record["scopes"],
+                resource=record.get("resource"),
+                subject=record.get("subject"),
+                grant_id=record["grant_id"],
+                grant_key=grant_key,
+            )
         except InvalidToken as exc:
             logger.info("refresh for client %s rejected: %s", client.client_id, exc)
             raise TokenError(error="invalid_grant", error_description="the login session has ended") from None
-        except UpstreamUnavailable:
-            # The used token is restored: an outage must not cost the client its session.
-            await self._store.delete("used_refresh:" + digest)
-            await self._store.set("refresh:" + digest, record, self._settings.refresh_token_ttl)
+        except Exception:
+            # An outage must not cost the client its session: no tokens were
+            # returned, so the used refresh token is put back for a retry.
+            remaining = (record.get("expires_at") or 0) - time.time()
+            await self._restore(used_key, "refresh:" + digest, record, remaining)
             raise
-        await self._grants.extend(grant, grant_key)
 
-        # RFC 6749 §6: a narrower scope applies to the new access token only;
-        # the new refresh token keeps the scope of the original grant.
-        return await self._issue_tokens(
-            client_id=client.client_id,
-            scopes=scopes or record["scopes"],
-            refresh_scopes=record["scopes"],
-            resource=record.get("resource"),
-            subject=record.get("subject"),
-            grant_id=record["grant_id"],
-            grant_key=grant_key,
-        )
+    async def _restore(self, used_key: str, record_key: str, record: dict[str, Any], ttl: float) -> None:
+        if ttl <= 0:
+            return
+        try:
+            await self._store.delete(used_key)
+            await self._store.set(record_key, record, ttl)
+        except UpstreamUnavailable:
+            logger.warning(
+                "a single-use record could not be restored after a failed exchange; the client must log in again"
+            )
 
     # Access tokens
 

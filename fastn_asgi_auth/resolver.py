@@ -150,7 +150,7 @@ class BearerResolver:
     # in any worker takes effect at once.
 
     async def _own_token(self, token: str, digest: str) -> Resolution | None:
-        record = await self._store_get("access:" + digest)
+        record = await self._store.get("access:" + digest)
         if record is None:
             return None
         if record["expires_at"] <= time.time():
@@ -170,11 +170,6 @@ class BearerResolver:
         except InvalidToken as exc:
             logger.info("bearer %s: %s", log_id(token), exc)
             raise
-        except UpstreamUnavailable:
-            raise
-        except Exception as exc:
-            logger.exception("bearer %s: grant lookup failed", log_id(token))
-            raise UpstreamUnavailable("token store unavailable") from exc
         auth = FastnAuth(
             subject=grant.subject,
             client_id=record["client_id"],
@@ -251,7 +246,7 @@ class BearerResolver:
     async def _refresh_token(self, token: str, digest: str) -> Resolution:
         session_key = "upstream_session:" + digest
         sealing_key = derive_key(token, b"upstream-session")
-        session = await self._store_get(session_key)
+        session = await self._store.get(session_key)
 
         if session is None:
             tokens, client_id = await self._first_refresh(token)
@@ -289,7 +284,7 @@ class BearerResolver:
         }
         lifetime = (tokens.refresh_expires_at or 0) - time.time()
         ttl = lifetime if lifetime > 0 else self._settings.refresh_token_ttl
-        await self._store_set(session_key, {"sealed": seal_json(sealing_key, state)}, ttl)
+        await self._store.set(session_key, {"sealed": seal_json(sealing_key, state)}, ttl)
 
         auth = self._auth_from_claims(
             claims,
@@ -358,20 +353,6 @@ class BearerResolver:
             upstream_expires_at=upstream_expires_at,
             claims=MappingProxyType(claims),
         )
-
-    async def _store_get(self, key: str) -> dict[str, Any] | None:
-        try:
-            return await self._store.get(key)
-        except Exception as exc:
-            logger.exception("store read failed")
-            raise UpstreamUnavailable("token store unavailable") from exc
-
-    async def _store_set(self, key: str, value: dict[str, Any], ttl: float) -> None:
-        try:
-            await self._store.set(key, value, ttl)
-        except Exception as exc:
-            logger.exception("store write failed")
-            raise UpstreamUnavailable("token store unavailable") from exc
 
 
 class _Slot:

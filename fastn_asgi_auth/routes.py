@@ -25,7 +25,7 @@ from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastn_asgi_auth.cache import ExpiringCache
@@ -73,16 +73,18 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         endpoint: ASGIApp = route.app
         if route.path == "/register":
             endpoint = RegistrationRateLimit(endpoint, settings.registration_rate_limit, settings.max_entries)
-        if route.path == "/token":
-            endpoint = OutageAsUnavailable(endpoint)
         if route.path == "/revoke":
             revocation_endpoint = RevocationEndpoint(provider, ClientAuthenticator(provider))
             endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
+        if route.path != "/authorize":
+            # The SDK's authorize handler reports its own failures to the client.
+            endpoint = OutageAsUnavailable(endpoint)
         routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
 
-    routes.append(Route(settings.prefix + "/callback", endpoint=CallbackEndpoint(provider).handle, methods=["GET"]))
-    consent = ConsentEndpoint(settings, provider)
-    routes.append(Route(settings.prefix + "/consent", endpoint=consent.handle, methods=["GET", "POST"]))
+    callback = OutageAsUnavailable(request_response(CallbackEndpoint(provider).handle))
+    routes.append(Route(settings.prefix + "/callback", endpoint=callback, methods=["GET"]))
+    consent = OutageAsUnavailable(request_response(ConsentEndpoint(settings, provider).handle))
+    routes.append(Route(settings.prefix + "/consent", endpoint=consent, methods=["GET", "POST"]))
     metadata_handler = MetadataHandler(_server_metadata(settings, registration, revocation))
     routes.append(
         Route(
@@ -194,11 +196,11 @@ class RevocationEndpoint:
 
 
 class OutageAsUnavailable:
-    """Turn an upstream outage during a token request into 503, not 500.
+    """Turn an outage of the realm or the store into 503, not 500.
 
-    The SDK's token handler passes on any exception other than TokenError.
-    A 503 with Retry-After tells the client to retry with the same refresh
-    token, while invalid_grant would make it discard a good one.
+    The SDK's handlers pass on any exception other than their own error
+    types. A 503 with Retry-After tells the client to retry with the same
+    credentials, while invalid_grant would make it discard good ones.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -209,7 +211,7 @@ class OutageAsUnavailable:
             await self._app(scope, receive, send)
         except UpstreamUnavailable as exc:
             # Raised before the handler built its response, so nothing was sent yet.
-            logger.warning("token request failed: %s; responding 503", exc)
+            logger.warning("%s %s failed: %s; responding 503", scope["method"], scope["path"], exc)
             response = JSONResponse(
                 {"error": "temporarily_unavailable", "error_description": str(exc)},
                 status_code=503,

@@ -16,6 +16,7 @@ from fastn_asgi_auth.resolver import BearerResolver
 from fastn_asgi_auth.routes import build_routes
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.storage.base import Store
+from fastn_asgi_auth.storage.guarded import GuardedStore
 from fastn_asgi_auth.storage.memory import MemoryStore
 
 logger = logging.getLogger("fastn_asgi_auth")
@@ -37,7 +38,8 @@ class FastnAuthService:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else MemoryStore(max_entries=settings.max_entries)
+        backend: Store = store if store is not None else MemoryStore(max_entries=settings.max_entries)
+        self.store: Store = GuardedStore(backend)
         self.http = http if http is not None else httpx.AsyncClient(timeout=settings.http_timeout)
         self.upstream = UpstreamClient(settings, self.http)
         self.jwks = JwksCache(self.http, self._jwks_uri)

@@ -6,6 +6,7 @@ doing what an MCP client does, so that every step and error can be checked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings
+from fastn_asgi_auth import FastnAuthMiddleware, FastnAuthService, FastnAuthSettings, MemoryStore, Store
 from fastn_asgi_auth.pkce import new_pkce_pair
 from tests.support.apps import whoami
 from tests.support.realm import RealmServer, TokenEndpointCounter, browse_login
@@ -97,13 +98,16 @@ class Proxy:
 
 
 @contextlib.contextmanager
-def running_proxy(issuer: str, counter: TokenEndpointCounter | None = None, **overrides) -> Iterator[Proxy]:
+def running_proxy(
+    issuer: str, counter: TokenEndpointCounter | None = None, *, store: Store | None = None, **overrides
+) -> Iterator[Proxy]:
     holder: dict[str, FastnAuthSettings] = {}
 
     def build(base_url: str):
         holder["settings"] = FastnAuthSettings(issuer=issuer, base_url=base_url, **overrides)
         hooks = {"request": [counter]} if counter else {}
-        service = FastnAuthService(holder["settings"], http=httpx.AsyncClient(timeout=10, event_hooks=hooks))
+        http = httpx.AsyncClient(timeout=10, event_hooks=hooks)
+        service = FastnAuthService(holder["settings"], store=store, http=http)
         return FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), service=service)
 
     with serve(build) as server, httpx.Client(timeout=15) as http:
@@ -490,3 +494,67 @@ def test_strict_preset_proxy_login(realm):
     # The audience applies to JWTs that clients bring, not to the proxy's own logins.
     assert response.status_code == 200
     assert response.json()["method"] == "oauth"
+
+
+class FlakyStore(MemoryStore):
+    """A real MemoryStore whose reads of one key family fail while `down` is set."""
+
+    def __init__(self, failing_prefix: str) -> None:
+        super().__init__()
+        self.failing_prefix = failing_prefix
+        self.down = False
+
+    async def get(self, key: str):
+        if self.down and key.startswith(self.failing_prefix):
+            raise ConnectionError("store connection refused")
+        return await super().get(key)
+
+
+def test_store_outage_during_refresh(realm):
+    store = FlakyStore("grant:")
+    with running_proxy(realm.issuer, store=store) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        store.down = True
+        during_refresh = proxy.refresh(client, tokens["refresh_token"])
+        during_call = proxy.call(tokens["access_token"])
+        store.down = False
+        after = proxy.refresh(client, tokens["refresh_token"])
+        after_call = proxy.call(after.json()["access_token"])
+    assert during_refresh.status_code == 503
+    assert during_refresh.json()["error"] == "temporarily_unavailable"
+    assert during_call.status_code == 503
+    # The refresh token survived the outage; it is not treated as reused.
+    assert after.status_code == 200
+    assert after_call.status_code == 200
+
+
+async def test_workers_share_one_upstream_refresh(short_realm):
+    store = MemoryStore()
+    with running_proxy(short_realm.issuer, store=store, upstream_refresh_margin=1) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        settings = proxy.settings
+
+    # Two workers share the store but not their in-process single flights.
+    counter = TokenEndpointCounter()
+    workers = []
+    for _ in range(2):
+        service = FastnAuthService(
+            settings, store=store, http=httpx.AsyncClient(timeout=10, event_hooks={"request": [counter]})
+        )
+        app = FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), service=service)
+        workers.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.public_base_url))
+
+    await asyncio.sleep(3.2)
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    try:
+        responses = await asyncio.gather(*(worker.get("/mcp", headers=headers) for worker in workers for _ in range(5)))
+    finally:
+        for worker in workers:
+            await worker.aclose()
+
+    assert [response.status_code for response in responses] == [200] * 10
+    assert len({response.json()["fastn_token_sha256"] for response in responses}) == 1
+    # Rotating upstream refresh tokens allow one refresh; a second would be reuse.
+    assert counter.calls == 1

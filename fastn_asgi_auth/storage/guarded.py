@@ -1,0 +1,72 @@
+"""A store wrapper that turns backend failures into "could not check" (503)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+from fastn_asgi_auth.errors import UpstreamUnavailable
+from fastn_asgi_auth.storage.base import Store
+
+logger = logging.getLogger("fastn_asgi_auth.storage")
+
+# One log line per this many seconds while the backend keeps failing.
+LOG_INTERVAL_SECONDS: Final = 10.0
+
+
+class GuardedStore:
+    """Wraps a Store so that any backend error becomes UpstreamUnavailable.
+
+    Callers then answer 503 with Retry-After, never 401 or 500, and clients
+    keep their credentials through a store outage.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.inner = store
+        self._last_log = 0.0
+        self._failures = 0
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return await self.inner.get(key)
+        except Exception as exc:
+            raise self._unavailable("get", exc) from exc
+
+    async def set(self, key: str, value: dict[str, Any], ttl: float) -> None:
+        try:
+            await self.inner.set(key, value, ttl)
+        except Exception as exc:
+            raise self._unavailable("set", exc) from exc
+
+    async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+        try:
+            return await self.inner.add(key, value, ttl)
+        except Exception as exc:
+            raise self._unavailable("add", exc) from exc
+
+    async def take(self, key: str) -> dict[str, Any] | None:
+        try:
+            return await self.inner.take(key)
+        except Exception as exc:
+            raise self._unavailable("take", exc) from exc
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self.inner.delete(key)
+        except Exception as exc:
+            raise self._unavailable("delete", exc) from exc
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _unavailable(self, operation: str, exc: Exception) -> UpstreamUnavailable:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._last_log >= LOG_INTERVAL_SECONDS:
+            # The key is left out: it contains a token hash, harmless but noisy.
+            logger.error(
+                "store %s failed: %s: %s (%d failures so far)", operation, type(exc).__name__, exc, self._failures
+            )
+            self._last_log = now
+        return UpstreamUnavailable("token store unavailable")
