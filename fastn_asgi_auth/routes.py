@@ -72,7 +72,14 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
             continue  # replaced below by the path-inserted document
         endpoint: ASGIApp = route.app
         if route.path == "/register":
-            endpoint = RegistrationRateLimit(endpoint, settings.registration_rate_limit, settings.max_entries)
+            endpoint = AddressRateLimit(
+                endpoint, "registration", settings.registration_rate_limit, settings.max_entries
+            )
+        if route.path == "/authorize":
+            # Each authorization request stores a pending login.
+            endpoint = AddressRateLimit(
+                endpoint, "authorization", settings.authorization_rate_limit, settings.max_entries
+            )
         if route.path == "/revoke":
             revocation_endpoint = RevocationEndpoint(provider, ClientAuthenticator(provider))
             endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
@@ -225,20 +232,21 @@ class OutageAsUnavailable:
             await response(scope, receive, send)
 
 
-class RegistrationRateLimit:
-    """Dynamic client registration, limited per client address and minute.
+class AddressRateLimit:
+    """An endpoint limited per client address and minute.
 
-    Registration is unauthenticated by design (RFC 7591), so without a limit
-    one address could fill the client store.
+    Registration (RFC 7591) and authorization requests need no credentials
+    and each writes to the store, so without a limit one address could fill it.
     """
 
-    def __init__(self, app: ASGIApp, per_minute: int, max_addresses: int) -> None:
+    def __init__(self, app: ASGIApp, name: str, per_minute: int, max_addresses: int) -> None:
         self._app = app
+        self._name = name
         self._per_minute = per_minute
         self._recent: ExpiringCache[deque[float]] = ExpiringCache(max_addresses)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "POST":
+        if scope["method"] == "OPTIONS":
             await self._app(scope, receive, send)
             return
         address = (scope.get("client") or ("unknown", 0))[0]
@@ -248,9 +256,12 @@ class RegistrationRateLimit:
             recent.popleft()
         if len(recent) >= self._per_minute:
             retry_after = int(recent[0] + RATE_WINDOW_SECONDS - now) + 1
-            logger.warning("registration rate limit reached for %s (%d per minute)", address, self._per_minute)
+            logger.warning("%s rate limit reached for %s (%d per minute)", self._name, address, self._per_minute)
             response = JSONResponse(
-                {"error": "temporarily_unavailable", "error_description": "too many registrations; retry later"},
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": f"too many {self._name} requests; retry later",
+                },
                 status_code=429,
                 # Browser-based clients must be able to read the 429 too.
                 headers={"Retry-After": str(retry_after), "Access-Control-Allow-Origin": "*"},

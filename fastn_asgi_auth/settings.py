@@ -137,6 +137,9 @@ class FastnAuthSettings:
     registration_rate_limit: int = 10
     """Registrations allowed per client address per minute."""
 
+    authorization_rate_limit: int = 60
+    """Authorization requests (each starts a pending login) allowed per client address per minute."""
+
     max_entries: int = 100_000
     """Bound on the in-memory store and caches."""
 
@@ -294,6 +297,7 @@ def _validate(settings: FastnAuthSettings) -> None:
         "negative_cache_ttl",
         "max_concurrent_upstream",
         "registration_rate_limit",
+        "authorization_rate_limit",
         "max_entries",
         "consent_remember_days",
     )

@@ -17,18 +17,23 @@ SWEEP_BATCH: Final = 64
 class MemoryStore:
     """The embedded default: one process, bounded by entry count.
 
-    When full, the least recently written entry is evicted, so an attacker who
-    registers clients or starts logins in bulk pushes out stale state rather
-    than growing memory. Values are kept as JSON text: callers never share
-    mutable state with the store, and a value that a networked backend could
-    not hold fails here too. Decoding is also cheaper than a deep copy.
+    When full, the oldest pending login is evicted first, and only when none
+    is left the least recently written entry of any kind. Anyone can start
+    logins without credentials, so a flood of them must not push out
+    registered clients, grants or tokens. Values are kept as JSON text:
+    callers never share mutable state with the store, a value that a
+    networked backend could not hold fails here too, and decoding is cheaper
+    than a deep copy.
     """
 
-    def __init__(self, *, max_entries: int = 100_000) -> None:
+    def __init__(self, *, max_entries: int = 100_000, evict_first: tuple[str, ...] = ("login:",)) -> None:
         if max_entries <= 0:
             raise ValueError(f"max_entries={max_entries!r} must be positive")
         self._max_entries = max_entries
+        self._evict_first = evict_first
         self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        # Keys with an evict_first prefix, oldest write first.
+        self._disposable: OrderedDict[str, None] = OrderedDict()
         self._evictions = 0
 
     def __len__(self) -> int:
@@ -40,7 +45,7 @@ class MemoryStore:
             return None
         expires_at, value = entry
         if expires_at <= time.monotonic():
-            del self._entries[key]
+            self._remove(key)
             return None
         return json.loads(value)
 
@@ -48,6 +53,8 @@ class MemoryStore:
         self._write(key, value, ttl)
 
     async def add(self, key: str, value: dict[str, Any], ttl: float) -> bool:
+        # No await suspends between the check and the write, so this is
+        # atomic within the event loop.
         if await self.get(key) is not None:
             return False
         self._write(key, value, ttl)
@@ -56,31 +63,45 @@ class MemoryStore:
     async def take(self, key: str) -> dict[str, Any] | None:
         # No await between the read and the delete, so this is atomic within
         # the event loop.
-        entry = self._entries.pop(key, None)
+        entry = self._remove(key)
         if entry is None or entry[0] <= time.monotonic():
             return None
         return json.loads(entry[1])
 
     async def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._remove(key)
 
     async def aclose(self) -> None:
         self._entries.clear()
+        self._disposable.clear()
+
+    def _remove(self, key: str) -> tuple[float, str] | None:
+        self._disposable.pop(key, None)
+        return self._entries.pop(key, None)
 
     def _write(self, key: str, value: dict[str, Any], ttl: float) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = (time.monotonic() + ttl, json.dumps(value, separators=(",", ":")))
+        text = json.dumps(value, separators=(",", ":"))
+        self._remove(key)
+        self._entries[key] = (time.monotonic() + ttl, text)
+        if key.startswith(self._evict_first):
+            self._disposable[key] = None
         self._sweep()
         while len(self._entries) > self._max_entries:
+            self._evict_one()
+
+    def _evict_one(self) -> None:
+        if self._disposable:
+            victim, _ = self._disposable.popitem(last=False)
+            del self._entries[victim]
+        else:
             self._entries.popitem(last=False)
-            self._evictions += 1
-            if self._evictions in (1, 100) or self._evictions % 10_000 == 0:
-                logger.warning(
-                    "memory store is full (%d entries): evicted the oldest entry (%d evictions so far);"
-                    " raise max_entries or use the Redis store",
-                    self._max_entries,
-                    self._evictions,
-                )
+        self._evictions += 1
+        if self._evictions in (1, 100) or self._evictions % 10_000 == 0:
+            logger.warning(
+                "memory store is full (%d entries): evicted an entry (%d evictions so far); raise max_entries",
+                self._max_entries,
+                self._evictions,
+            )
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -88,4 +109,4 @@ class MemoryStore:
             key, (expires_at, _value) = next(iter(self._entries.items()))
             if expires_at > now:
                 return
-            del self._entries[key]
+            self._remove(key)

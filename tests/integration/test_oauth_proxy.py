@@ -558,3 +558,12 @@ async def test_workers_share_one_upstream_refresh(short_realm):
     assert len({response.json()["fastn_token_sha256"] for response in responses}) == 1
     # Rotating upstream refresh tokens allow one refresh; a second would be reuse.
     assert counter.calls == 1
+
+
+def test_authorization_rate_limited(realm):
+    with running_proxy(realm.issuer, authorization_rate_limit=3) as proxy:
+        client = proxy.client()
+        pkce = new_pkce_pair()
+        url = proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge)
+        statuses = [proxy.http.get(url).status_code for _ in range(5)]
+    assert statuses == [302, 302, 302, 429, 429]

@@ -338,3 +338,29 @@ async def test_eviction_logs_warning(caplog: pytest.LogCaptureFixture) -> None:
         await store.set("b", {"v": 2}, ttl=60)
 
     assert "memory store is full" in caplog.text
+
+
+async def test_login_flood_keeps_other_entries() -> None:
+    store = MemoryStore(max_entries=10)
+    for name in ("client:a", "grant:a", "access:a"):
+        await store.set(name, {"kept": True}, 60)
+
+    for number in range(50):
+        await store.set(f"login:{number}", {"number": number}, 60)
+
+    assert await store.get("client:a") == {"kept": True}
+    assert await store.get("grant:a") == {"kept": True}
+    assert await store.get("access:a") == {"kept": True}
+    assert await store.get("login:49") == {"number": 49}
+    assert await store.get("login:0") is None
+    assert len(store) == 10
+
+
+async def test_full_without_logins_evicts_oldest() -> None:
+    store = MemoryStore(max_entries=2)
+    await store.set("client:a", {}, 60)
+    await store.set("client:b", {}, 60)
+    await store.set("client:c", {}, 60)
+
+    assert await store.get("client:a") is None
+    assert await store.get("client:c") == {}
