@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -11,6 +12,7 @@ from typing import Final
 import httpx
 import jwt
 
+from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.errors import UpstreamUnavailable
 
 logger = logging.getLogger("fastn_asgi_auth.jwks")
@@ -18,19 +20,29 @@ logger = logging.getLogger("fastn_asgi_auth.jwks")
 JWKS_TTL_SECONDS: Final = 3600
 # An unknown kid triggers a refetch (the realm may have rotated its keys), but
 # at most this often, so that tokens with made-up kids cannot hammer the realm.
-MIN_REFETCH_SECONDS: Final = 30
+MIN_REFETCH_SECONDS: Final = 10
+# Bound of the memory of kids that a fetch did not list.
+MAX_UNKNOWN_KIDS: Final = 1024
 
 
 class JwksCache:
     """Keys by kid, fetched on first need and refetched on rotation."""
 
-    def __init__(self, http: httpx.AsyncClient, jwks_uri: Callable[[], Awaitable[str]]) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        jwks_uri: Callable[[], Awaitable[str]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._http = http
         self._jwks_uri = jwks_uri
         self._keys: dict[str, dict[str, object]] = {}
         self._built: dict[tuple[str, str], jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._unknown_kids: ExpiringCache[float] = ExpiringCache(MAX_UNKNOWN_KIDS)
 
     @property
     def key_count(self) -> int:
@@ -41,10 +53,12 @@ class JwksCache:
         publishes no such key.
 
         Raises jwt.PyJWTError when the key exists but does not fit the
-        algorithm (an RSA key named by an ES256 token, say).
+        algorithm (an RSA key named by an ES256 token, say), and
+        UpstreamUnavailable when the kid is not known and the key set cannot
+        be fetched now (realm unreachable, or fetched too recently).
         """
         built = self._built.get((kid, algorithm))
-        if built is not None and time.monotonic() - self._fetched_at < JWKS_TTL_SECONDS:
+        if built is not None and self._clock() - self._fetched_at < JWKS_TTL_SECONDS:
             return built
         entry = await self._entry(kid)
         if entry is None:
@@ -57,20 +71,34 @@ class JwksCache:
         return built
 
     async def _entry(self, kid: str) -> dict[str, object] | None:
-        now = time.monotonic()
-        if self._fetched_at and now - self._fetched_at < JWKS_TTL_SECONDS:
-            found = self._keys.get(kid)
-            if found is not None or now - self._fetched_at < MIN_REFETCH_SECONDS:
-                return found
+        now = self._clock()
+        if self._fetched_at and now - self._fetched_at < JWKS_TTL_SECONDS and kid in self._keys:
+            return self._keys[kid]
         async with self._lock:
             # Another task may have refetched while this one waited.
-            now = time.monotonic()
-            fresh = self._fetched_at and now - self._fetched_at < MIN_REFETCH_SECONDS
-            if not fresh and (kid not in self._keys or now - self._fetched_at >= JWKS_TTL_SECONDS):
-                await self._refetch()
-            return self._keys.get(kid)
+            now = self._clock()
+            expired = now - self._fetched_at >= JWKS_TTL_SECONDS
+            if not expired and kid in self._keys:
+                return self._keys[kid]
+            since_fetch = now - self._fetched_at
+            if self._fetched_at and since_fetch < MIN_REFETCH_SECONDS:
+                if self._unknown_kids.get(kid) == self._fetched_at:
+                    return None  # the latest fetch was made for this kid and did not list it
+                # The realm may have rotated its keys since the last fetch; the
+                # refetch floor means that cannot be checked yet, so the token
+                # is neither valid nor invalid for now.
+                retry_after = max(1, math.ceil(MIN_REFETCH_SECONDS - since_fetch))
+                raise UpstreamUnavailable("the token's signing key is not known yet", retry_after=retry_after)
+            fetched = await self._refetch()
+            if kid in self._keys:
+                return self._keys[kid]
+            if not fetched:
+                raise UpstreamUnavailable("the realm's signing keys could not be fetched")
+            self._unknown_kids.put(kid, self._fetched_at, time.time() + MIN_REFETCH_SECONDS)
+            return None
 
-    async def _refetch(self) -> None:
+    async def _refetch(self) -> bool:
+        """Fetch the key set; return False when that failed but older keys remain in use."""
         uri = await self._jwks_uri()
         try:
             response = await self._http.get(uri)
@@ -81,8 +109,8 @@ class JwksCache:
                 # Keep serving the keys we have: a realm outage should not
                 # turn valid tokens into 503s while their keys are known.
                 logger.warning("JWKS refetch from %s failed (%s); keeping %d cached keys", uri, exc, len(self._keys))
-                self._fetched_at = time.monotonic()
-                return
+                self._fetched_at = self._clock()
+                return False
             logger.warning("JWKS fetch from %s failed: %s", uri, exc)
             raise UpstreamUnavailable("the realm's signing keys could not be fetched") from exc
 
@@ -98,4 +126,5 @@ class JwksCache:
             logger.info("JWKS rotated: %d new signing keys", len(added))
         self._keys = keys
         self._built = {}
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
+        return True
