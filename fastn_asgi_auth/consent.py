@@ -165,7 +165,9 @@ def _redirect(url: str) -> RedirectResponse:
 def _render(
     settings: FastnAuthSettings, client_name: str | None, pending: dict[str, Any], *, state: str, csrf: str, action: str
 ) -> str:
-    redirect_host = urlsplit(pending["redirect_uri"]).netloc
+    target = urlsplit(pending["redirect_uri"])
+    # A native app's private-use scheme names the app better than its host.
+    redirect_host = target.netloc if target.scheme in ("http", "https") else f"{target.scheme}://{target.netloc}"
     name = html.escape(client_name or "An unnamed application")
     scopes = html.escape(" ".join(pending["scopes"]) or "(none)")
     return f"""<!doctype html>

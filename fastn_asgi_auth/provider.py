@@ -129,7 +129,7 @@ class FastnOAuthProvider:
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         for uri in client_info.redirect_uris or []:
-            problem = redirect_uri_problem(str(uri), self._settings.redirect_domains)
+            problem = redirect_uri_problem(str(uri), self._settings.redirect_domains, self._settings.redirect_schemes)
             if problem:
                 logger.info("registration rejected: redirect URI %s (%s)", uri, problem)
                 raise RegistrationError(

@@ -26,13 +26,16 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def redirect_uri_problem(uri: str, allowed_domains: tuple[str, ...]) -> str | None:
+def redirect_uri_problem(
+    uri: str, allowed_domains: tuple[str, ...], allowed_schemes: tuple[str, ...] = ()
+) -> str | None:
     """Return why a redirect URI may not be registered, or None when it may.
 
-    Loopback URIs may use http (RFC 8252 §7.3); every other host must use
-    https and be an allowed domain or one of its subdomains. Fragments are
-    forbidden (RFC 6749 §3.1.2) and so is user info, which could smuggle a
-    different host past a naive parser.
+    Loopback URIs may use http (RFC 8252 §7.3). A private-use scheme of a
+    native app (RFC 8252 §7.1, such as cursor://) is allowed when listed in
+    allowed_schemes. Every other URI must use https on an allowed domain or
+    one of its subdomains. Fragments are forbidden (RFC 6749 §3.1.2) and so
+    is user info, which could smuggle a different host past a naive parser.
     """
     if UNSAFE_URI_CHARACTERS.search(uri):
         # Browsers end an http(s) host at a backslash, while urlsplit keeps it,
@@ -44,12 +47,14 @@ def redirect_uri_problem(uri: str, allowed_domains: tuple[str, ...]) -> str | No
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         return "it is not a valid URL"
-    if not parts.scheme or not host:
-        return "it has no scheme or host"
     if parts.fragment or "#" in uri:
         return "it contains a fragment"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return "it contains user info"
+    if parts.scheme.lower() in allowed_schemes:
+        return None
+    if not parts.scheme or not host:
+        return "it has no scheme or host"
     host = host.lower().rstrip(".")
     if is_loopback(host):
         if parts.scheme not in ("http", "https"):

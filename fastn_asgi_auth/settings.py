@@ -12,12 +12,20 @@ from urllib.parse import urlsplit
 
 FASTN_REALM: Final = "https://live.fastn.ai/auth/realms/fastn"
 
-# Hosts that may receive authorization codes, as in Fastn's production provider.
-# A host matches itself and its subdomains; loopback hosts take any port.
+# Hosts that may receive authorization codes: those of Fastn's production
+# provider, plus the web callbacks that MCP clients register alongside their
+# loopback URIs (Claude: claude.ai and claude.com /api/mcp/auth_callback;
+# VS Code: vscode.dev and insiders.vscode.dev /redirect; Cursor:
+# www.cursor.com). A host matches itself and its subdomains; loopback hosts
+# take any port.
 DEFAULT_REDIRECT_DOMAINS: Final = (
     "localhost",
     "127.0.0.1",
     "::1",
+    "claude.ai",
+    "claude.com",
+    "vscode.dev",
+    "cursor.com",
     "lovable.dev",
     "bolt.new",
     "v0.dev",
@@ -103,6 +111,10 @@ class FastnAuthSettings:
 
     redirect_domains: tuple[str, ...] = DEFAULT_REDIRECT_DOMAINS
     """Hosts allowed in registered redirect URIs (each also allows its subdomains)."""
+
+    redirect_schemes: tuple[str, ...] = ("cursor", "vscode", "vscode-insiders")
+    """Private-use URI schemes of native apps allowed in redirect URIs (RFC 8252 §7.1).
+    Cursor registers cursor://anysphere.cursor-mcp/oauth/callback."""
 
     enable_jwt: bool = True
     enable_api_keys: bool = True
@@ -322,6 +334,14 @@ def _validate(settings: FastnAuthSettings) -> None:
             "consent_secret is shorter than 32 characters: use a long random value, e.g. from"
             " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
         )
+    for scheme in settings.redirect_schemes:
+        if scheme.lower() in ("http", "https", "javascript", "data", "file", "vbscript") or not re.fullmatch(
+            r"[a-z][a-z0-9+.-]*", scheme
+        ):
+            raise ConfigurationError(
+                f"redirect_schemes contains {scheme!r}: list lowercase private-use schemes of native apps such as"
+                " 'cursor'; http(s) redirects are governed by redirect_domains."
+            )
     try:
         re.compile(settings.api_key_pattern)
     except re.error as exc:

@@ -567,3 +567,40 @@ def test_authorization_rate_limited(realm):
         url = proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge)
         statuses = [proxy.http.get(url).status_code for _ in range(5)]
     assert statuses == [302, 302, 302, 429, 429]
+
+
+# Redirect URIs that MCP clients register (their published or observed lists).
+CLIENT_REDIRECTS = {
+    "vs code": [
+        "https://insiders.vscode.dev/redirect",
+        "https://vscode.dev/redirect",
+        "http://127.0.0.1/",
+        "http://127.0.0.1:33418/",
+    ],
+    "cursor": [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "https://www.cursor.com/agents/mcp/oauth/callback",
+        "http://localhost:8787/callback",
+    ],
+    "claude": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+    "mcp inspector": ["http://localhost:6274/oauth/callback"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIENT_REDIRECTS))
+def test_known_clients_register(proxy, name):
+    response = proxy.register(CLIENT_REDIRECTS[name], token_endpoint_auth_method="none")
+    assert response.status_code == 201, response.text
+
+
+def test_unlisted_private_scheme_rejected(proxy):
+    response = proxy.register(["someapp://callback"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_redirect_uri"
+
+
+def test_vscode_random_port_login(proxy):
+    client = proxy.register(CLIENT_REDIRECTS["vs code"], token_endpoint_auth_method="none").json()
+    # VS Code falls back to a random port when 33418 is taken.
+    tokens = proxy.tokens(client, redirect_uri="http://127.0.0.1:59656/")
+    assert proxy.call(tokens["access_token"]).status_code == 200
