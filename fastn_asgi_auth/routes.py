@@ -15,10 +15,11 @@ import logging
 import time
 from collections import deque
 from typing import Final
+from urllib.parse import parse_qs, urlsplit
 
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
-from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.provider import AccessToken, construct_redirect_uri
 from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
@@ -26,7 +27,7 @@ from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, request_response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.consent import ConsentEndpoint
@@ -76,6 +77,7 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
                 endpoint, "registration", settings.registration_rate_limit, settings.max_entries
             )
         if route.path == "/authorize":
+            endpoint = IssuerOnErrorRedirects(endpoint, issuer)
             # Each authorization request stores a pending login.
             endpoint = AddressRateLimit(
                 endpoint, "authorization", settings.authorization_rate_limit, settings.max_entries
@@ -200,6 +202,37 @@ class RevocationEndpoint:
             kind = "access" if isinstance(found, AccessToken) else "refresh"
             logger.info("client %s revoked a %s token", client.client_id, kind)
         return Response(status_code=200, headers=headers)
+
+
+class IssuerOnErrorRedirects:
+    """Add iss to the error redirects that the SDK's authorize handler sends.
+
+    RFC 9207 §2 puts iss in every authorization response, errors included,
+    and the metadata advertises it; the SDK's handler (mcp 2.3) adds it to
+    none. Only redirects that carry an error parameter are changed: those are
+    the ones sent to the client's redirect URI.
+    """
+
+    def __init__(self, app: ASGIApp, issuer: str) -> None:
+        self._app = app
+        self._issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_issuer(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (302, 303):
+                message = {**message, "headers": [self._rewrite(name, value) for name, value in message["headers"]]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_issuer)
+
+    def _rewrite(self, name: bytes, value: bytes) -> tuple[bytes, bytes]:
+        if name.lower() != b"location":
+            return name, value
+        location = value.decode("latin-1")
+        query = parse_qs(urlsplit(location).query)
+        if "error" not in query or "iss" in query:
+            return name, value
+        return name, construct_redirect_uri(location, iss=self._issuer).encode("latin-1")
 
 
 class OutageAsUnavailable:

@@ -224,7 +224,11 @@ def test_unknown_resource_rejected(proxy):
     url = proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge).replace("%2Fmcp", "%2Fother")
     response = proxy.http.get(url)
     assert response.status_code == 302
-    assert "error=invalid_target" in response.headers["location"]
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["error"] == ["invalid_target"]
+    assert query["state"] == ["client-state"]
+    # RFC 9207: error responses carry the issuer too.
+    assert query["iss"] == [proxy.url + "/oauth"]
 
 
 def test_wrong_code_verifier_rejected(proxy):
