@@ -38,6 +38,7 @@ from mcp.server.auth.provider import (
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from fastn_asgi_auth.clients import storable_client
 from fastn_asgi_auth.crypto import (
     SealError,
     derive_key,
@@ -67,6 +68,9 @@ logger = logging.getLogger("fastn_asgi_auth.provider")
 ACCESS_TOKEN_PREFIX: Final = "fastn_at_"
 REFRESH_TOKEN_PREFIX: Final = "fastn_rt_"
 OWN_TOKEN_PREFIXES: Final = (ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX)
+
+# A client's registration lifetime restarts on use, at most this often.
+CLIENT_RENEWAL_SECONDS: Final = 86400
 
 # Marks of redeemed codes outlive the codes themselves, so a replay shortly
 # after expiry is still recognised.
@@ -122,10 +126,16 @@ class FastnOAuthProvider:
     # Clients
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        """Return the client, with its secret as a hash (see clients.py)."""
         record = await self._store.get("client:" + client_id)
         if record is None:
             return None
-        return RegisteredClient.model_validate(record)
+        if record["renewed_at"] < time.time() - CLIENT_RENEWAL_SECONDS:
+            # Clients in use stay registered: registration promised a secret
+            # that never expires (client_secret_expires_at 0).
+            record["renewed_at"] = time.time()
+            await self._store.set("client:" + client_id, record, self._settings.client_ttl)
+        return RegisteredClient.model_validate(record["client"])
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         for uri in client_info.redirect_uris or []:
@@ -136,7 +146,7 @@ class FastnOAuthProvider:
                     error="invalid_redirect_uri",
                     error_description=f"redirect URI {uri} is not allowed: {problem}",
                 )
-        record = client_info.model_dump(mode="json", exclude_none=True)
+        record = {"client": storable_client(client_info), "renewed_at": time.time()}
         await self._store.set("client:" + client_info.client_id, record, self._settings.client_ttl)
         logger.info(
             "registered client %s (%s), %d redirect URIs, scope %r",

@@ -18,18 +18,23 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
-from mcp.server.auth.middleware.client_auth import AuthenticationError, ClientAuthenticator
+from mcp.server.auth.handlers.token import TokenHandler
+from mcp.server.auth.middleware.client_auth import AuthenticationError
 from mcp.server.auth.provider import AccessToken, construct_redirect_uri
 from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from pydantic import AnyHttpUrl
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastn_asgi_auth.cache import ExpiringCache
+from fastn_asgi_auth.clients import HashedSecretAuthenticator
 from fastn_asgi_auth.consent import ConsentEndpoint
 from fastn_asgi_auth.errors import UpstreamUnavailable
 from fastn_asgi_auth.pages import error_page
@@ -62,6 +67,9 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
     revocation = RevocationOptions(enabled=True)
     issuer = settings.our_issuer
 
+    # Client secrets are stored as hashes, so /token and /revoke authenticate
+    # clients with this instead of the SDK's plain-text comparison.
+    authenticator = HashedSecretAuthenticator(provider)
     routes: list[Route] = []
     for route in create_auth_routes(
         provider=provider,
@@ -82,8 +90,19 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
             endpoint = AddressRateLimit(
                 endpoint, "authorization", settings.authorization_rate_limit, settings.max_entries
             )
+        if route.path == "/token":
+            # The same layers as the SDK's own token route: CORS outermost,
+            # so that a 413 from the body limit still carries CORS headers.
+            token_handler = TokenHandler(provider, authenticator)
+            limited = RequestBodyLimitMiddleware(request_response(token_handler.handle), DEFAULT_MAX_REQUEST_BODY_SIZE)
+            endpoint = CORSMiddleware(
+                app=limited,
+                allow_origins="*",
+                allow_methods=["POST", "OPTIONS"],
+                allow_headers=[MCP_PROTOCOL_VERSION_HEADER],
+            )
         if route.path == "/revoke":
-            revocation_endpoint = RevocationEndpoint(provider, ClientAuthenticator(provider))
+            revocation_endpoint = RevocationEndpoint(provider, authenticator)
             endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
         if route.path != "/authorize":
             # The SDK's authorize handler reports its own failures to the client.
@@ -171,7 +190,7 @@ class RevocationEndpoint:
     clients, who have no secret to send.
     """
 
-    def __init__(self, provider: FastnOAuthProvider, authenticator: ClientAuthenticator) -> None:
+    def __init__(self, provider: FastnOAuthProvider, authenticator: HashedSecretAuthenticator) -> None:
         self._provider = provider
         self._authenticator = authenticator
 

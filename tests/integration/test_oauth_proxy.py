@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -608,3 +609,48 @@ def test_vscode_random_port_login(proxy):
     # VS Code falls back to a random port when 33418 is taken.
     tokens = proxy.tokens(client, redirect_uri="http://127.0.0.1:59656/")
     assert proxy.call(tokens["access_token"]).status_code == 200
+
+
+# Confidential clients
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+def test_confidential_client_flow(proxy, method):
+    client = proxy.register(token_endpoint_auth_method=method).json()
+    login = proxy.login(client)
+    form = {
+        "grant_type": "authorization_code",
+        "code": login["code"],
+        "redirect_uri": login["redirect_uri"],
+        "client_id": client["client_id"],
+        "code_verifier": login["code_verifier"],
+    }
+    credentials = (client["client_id"], client["client_secret"])
+    if method == "client_secret_post":
+        response = proxy.http.post(proxy.url + "/oauth/token", data={**form, "client_secret": client["client_secret"]})
+    else:
+        response = proxy.http.post(proxy.url + "/oauth/token", data=form, auth=credentials)
+    assert response.status_code == 200, response.text
+    assert proxy.call(response.json()["access_token"]).status_code == 200
+
+
+def test_wrong_client_secret_rejected(proxy):
+    client = proxy.register(token_endpoint_auth_method="client_secret_post").json()
+    tokens_form = {
+        "grant_type": "refresh_token",
+        "refresh_token": "fastn_rt_unknown",
+        "client_id": client["client_id"],
+        "client_secret": client["client_secret"][:-1] + ("0" if client["client_secret"][-1] != "0" else "1"),
+    }
+    response = proxy.http.post(proxy.url + "/oauth/token", data=tokens_form)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_client_secret_hashed_at_rest(realm):
+    store = MemoryStore()
+    with running_proxy(realm.issuer, store=store) as proxy:
+        client = proxy.register(token_endpoint_auth_method="client_secret_post").json()
+    stored = asyncio.run(store.get("client:" + client["client_id"]))
+    assert client["client_secret"] not in json.dumps(stored)
+    assert stored["client"]["client_secret"].startswith("sha256:")
