@@ -17,8 +17,9 @@ SECRET_HASH_PREFIX: Final = "sha256:"
 
 
 def hash_client_secret(secret: str) -> str:
-    # The SDK issues 256-bit random secrets, so a plain SHA-256 cannot be
-    # reversed by guessing and needs no slow password hash.
+    # mcp 2.3's registration handler issues secrets.token_hex(32), 256 random
+    # bits, so a plain SHA-256 cannot be reversed by guessing and needs no
+    # slow password hash.
     return SECRET_HASH_PREFIX + hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -38,10 +39,10 @@ class HashedSecretAuthenticator:
     """Client authentication at /token and /revoke against hashed secrets.
 
     The SDK's ClientAuthenticator compares the presented secret with the
-    stored one as plain text. This class checks the presented secret against
-    the stored hash first, then lets the SDK's authenticator run its usual
+    stored one as plain text. This class first checks the presented secret
+    against the stored hash. Then the SDK's authenticator runs its usual
     checks (auth method, Basic header format, secret expiry) on a copy of the
-    client that carries the presented secret only when the hash matched.
+    client, which carries the presented secret only when the hash matched.
     """
 
     def __init__(self, provider: Any) -> None:

@@ -53,9 +53,10 @@ class JwksCache:
         publishes no such key.
 
         Raises jwt.PyJWTError when the key exists but does not fit the
-        algorithm (an RSA key named by an ES256 token, say), and
+        algorithm (an RSA key named by an ES256 token, say). Raises
         UpstreamUnavailable when the kid is not known and the key set cannot
-        be fetched now (realm unreachable, or fetched too recently).
+        be fetched now, because the realm is unreachable or was asked too
+        recently.
         """
         built = self._built.get((kid, algorithm))
         if built is not None and self._clock() - self._fetched_at < JWKS_TTL_SECONDS:
@@ -84,9 +85,9 @@ class JwksCache:
             if self._fetched_at and since_fetch < MIN_REFETCH_SECONDS:
                 if self._unknown_kids.get(kid) == self._fetched_at:
                     return None  # the latest fetch was made for this kid and did not list it
-                # The realm may have rotated its keys since the last fetch; the
-                # refetch floor means that cannot be checked yet, so the token
-                # is neither valid nor invalid for now.
+                # The realm may have rotated its keys since the last fetch.
+                # The refetch floor keeps that from being checked yet, so the
+                # token is neither valid nor invalid for now.
                 retry_after = max(1, math.ceil(MIN_REFETCH_SECONDS - since_fetch))
                 raise UpstreamUnavailable("the token's signing key is not known yet", retry_after=retry_after)
             fetched = await self._refetch()

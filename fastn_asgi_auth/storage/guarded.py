@@ -18,7 +18,7 @@ LOG_INTERVAL_SECONDS: Final = 10.0
 class GuardedStore:
     """Wraps a Store so that any backend error becomes UpstreamUnavailable.
 
-    Callers then answer 503 with Retry-After, never 401 or 500, and clients
+    Callers then respond 503 with Retry-After, never 401 or 500, and clients
     keep their credentials through a store outage.
     """
 
