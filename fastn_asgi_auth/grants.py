@@ -12,7 +12,6 @@ crypto.py), so the store alone cannot reveal an upstream credential.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import secrets
@@ -24,6 +23,7 @@ from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.crypto import SealError, open_json, seal_json
 from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnavailable
 from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
+from fastn_asgi_auth.locks import refresh_once
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.singleflight import SingleFlight
 from fastn_asgi_auth.storage.base import Store
@@ -47,10 +47,6 @@ class Grant:
 
 REVOKED_PREFIX: Final = "revoked_grant:"
 LOCK_PREFIX: Final = "grant_lock:"
-# The lock outlives one upstream call by this much, so a worker that dies
-# while holding it blocks the grant's refresh only briefly.
-LOCK_EXTRA_SECONDS: Final = 5
-LOCK_POLL_SECONDS: Final = 0.1
 
 
 def grant_key_name(grant_id: str) -> str:
@@ -139,6 +135,9 @@ class GrantBook:
             return grant
         return await self._refreshes.run(grant_id, lambda: self._refresh(grant_id, key))
 
+    async def is_revoked(self, grant_id: str) -> bool:
+        return await self._store.get(REVOKED_PREFIX + grant_id) is not None
+
     async def revoke(self, grant_id: str, key: bytes | None = None) -> None:
         grant = await self.load(grant_id, key) if key is not None else None
         # The mark comes first: a refresh that is in flight re-reads it after
@@ -157,40 +156,25 @@ class GrantBook:
         return grant.upstream_expires_at - self._settings.upstream_refresh_margin <= time.time()
 
     async def _refresh(self, grant_id: str, key: bytes) -> Grant:
-        # The single flight covers one process. With a shared store, a lock
-        # covers the workers: upstream refresh tokens rotate, so two workers
-        # refreshing at once would leave one holding a used refresh token.
-        lock = LOCK_PREFIX + grant_id
-        if not await self._store.add(lock, {}, self._settings.http_timeout + LOCK_EXTRA_SECONDS):
-            return await self._await_other_refresh(grant_id, key)
-        try:
-            return await self._refresh_locked(grant_id, key)
-        finally:
-            await self._store.delete(lock)
-
-    async def _await_other_refresh(self, grant_id: str, key: bytes) -> Grant:
-        deadline = time.monotonic() + self._settings.http_timeout
-        grant: Grant | None = None
-        while time.monotonic() < deadline:
-            await asyncio.sleep(LOCK_POLL_SECONDS)
+        # The single flight covers one process; the store lock covers workers.
+        async def current() -> Grant | None:
             grant = await self.load(grant_id, key)
             if grant is None:
                 raise InvalidToken("token was revoked")
-            if not self._needs_refresh(grant):
-                return grant
-        if grant is not None and grant.upstream_expires_at > time.time():
-            return grant
-        logger.warning("grant %s: another worker's upstream refresh did not finish in time", grant_id[:8])
-        raise UpstreamUnavailable("upstream refresh in progress elsewhere timed out")
+            return None if self._needs_refresh(grant) else grant
+
+        return await refresh_once(
+            self._store,
+            LOCK_PREFIX + grant_id,
+            timeout=self._settings.http_timeout,
+            current=current,
+            refresh=lambda: self._refresh_locked(grant_id, key),
+        )
 
     async def _refresh_locked(self, grant_id: str, key: bytes) -> Grant:
-        # Re-read under the lock: another worker may have refreshed already,
-        # and its rotated upstream refresh token is the only one that works.
         grant = await self.load(grant_id, key)
         if grant is None:
             raise InvalidToken("token was revoked")
-        if not self._needs_refresh(grant):
-            return grant
         if not grant.upstream_refresh_token:
             if grant.upstream_expires_at > time.time():
                 return grant

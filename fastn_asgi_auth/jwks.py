@@ -21,8 +21,9 @@ JWKS_TTL_SECONDS: Final = 3600
 # An unknown kid triggers a refetch (the realm may have rotated its keys), but
 # at most this often, so that tokens with made-up kids cannot hammer the realm.
 MIN_REFETCH_SECONDS: Final = 10
-# Bound of the memory of kids that a fetch did not list.
+# Bound and lifetime of the memory of kids that the realm did not publish.
 MAX_UNKNOWN_KIDS: Final = 1024
+UNKNOWN_KID_MEMORY_SECONDS: Final = 600
 
 
 class JwksCache:
@@ -42,7 +43,9 @@ class JwksCache:
         self._built: dict[tuple[str, str], jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        # kid -> clock time it was first asked for while not published.
         self._unknown_kids: ExpiringCache[float] = ExpiringCache(MAX_UNKNOWN_KIDS)
+        self._fetched_ok_at = 0.0
 
     @property
     def key_count(self) -> int:
@@ -81,22 +84,24 @@ class JwksCache:
             expired = now - self._fetched_at >= JWKS_TTL_SECONDS
             if not expired and kid in self._keys:
                 return self._keys[kid]
+
+            first_seen = self._unknown_kids.get(kid)
+            if first_seen is None:
+                first_seen = now
+                self._unknown_kids.put(kid, now, time.time() + UNKNOWN_KID_MEMORY_SECONDS)
+            if self._fetched_ok_at > first_seen:
+                # A successful fetch after this kid first appeared did not list it.
+                return None
             since_fetch = now - self._fetched_at
             if self._fetched_at and since_fetch < MIN_REFETCH_SECONDS:
-                if self._unknown_kids.get(kid) == self._fetched_at:
-                    return None  # the latest fetch was made for this kid and did not list it
                 # The realm may have rotated its keys since the last fetch.
                 # The refetch floor keeps that from being checked yet, so the
                 # token is neither valid nor invalid for now.
                 retry_after = max(1, math.ceil(MIN_REFETCH_SECONDS - since_fetch))
                 raise UpstreamUnavailable("the token's signing key is not known yet", retry_after=retry_after)
-            fetched = await self._refetch()
-            if kid in self._keys:
-                return self._keys[kid]
-            if not fetched:
+            if not await self._refetch():
                 raise UpstreamUnavailable("the realm's signing keys could not be fetched")
-            self._unknown_kids.put(kid, self._fetched_at, time.time() + MIN_REFETCH_SECONDS)
-            return None
+            return self._keys.get(kid)
 
     async def _refetch(self) -> bool:
         """Fetch the key set; return False when that failed but older keys remain in use."""
@@ -127,5 +132,5 @@ class JwksCache:
             logger.info("JWKS rotated: %d new signing keys", len(added))
         self._keys = keys
         self._built = {}
-        self._fetched_at = self._clock()
+        self._fetched_at = self._fetched_ok_at = self._clock()
         return True

@@ -130,6 +130,9 @@ class FastnOAuthProvider:
         record = await self._store.get("client:" + client_id)
         if record is None:
             return None
+        if "client" not in record:
+            # A record written before renewal was tracked: the client itself.
+            record = {"client": record, "renewed_at": 0.0}
         if record["renewed_at"] < time.time() - CLIENT_RENEWAL_SECONDS:
             # Clients in use stay registered: registration promised a secret
             # that never expires (client_secret_expires_at 0).
@@ -365,6 +368,11 @@ class FastnOAuthProvider:
         digest = token_hash(refresh_token)
         record = await self._store.get("refresh:" + digest)
         if record is None:
+            if await self._store.get("refreshing:" + digest) is not None:
+                # A retry while the first exchange of this token still runs:
+                # not reuse, so the client is asked to retry, not logged out.
+                logger.info("client %s retried a refresh that is still in progress", client.client_id)
+                raise UpstreamUnavailable("this refresh token is being exchanged; retry shortly", retry_after=1)
             used = await self._store.get("used_refresh:" + digest)
             if used is not None:
                 # OAuth 2.1 §4.3.1: a rotated refresh token presented again
@@ -387,8 +395,9 @@ class FastnOAuthProvider:
         if record is None:
             raise TokenError(error="invalid_grant", error_description="refresh token was already used")
         used_key = "used_refresh:" + digest
+        in_progress_key = "refreshing:" + digest
+        await self._store.set(in_progress_key, {}, self._settings.http_timeout * 2 + 5)
         try:
-            await self._store.set(used_key, {"grant_id": record["grant_id"]}, self._settings.refresh_token_ttl)
             grant_key = unwrap_key(refresh_token.token, record["wrapped_key"])
             # Refresh upstream now if it is due, so a dead upstream session
             # surfaces as invalid_grant here rather than as a 401 later.
@@ -397,7 +406,7 @@ class FastnOAuthProvider:
 
             # RFC 6749 §6: a narrower scope applies to the new access token
             # only; the new refresh token keeps the scope of the original grant.
-            return await self._issue_tokens(
+            tokens = await self._issue_tokens(
                 client_id=client.client_id,
                 scopes=scopes or record["scopes"],
                 refresh_scopes=record["scopes"],
@@ -406,20 +415,26 @@ class FastnOAuthProvider:
                 grant_id=record["grant_id"],
                 grant_key=grant_key,
             )
+            await self._store.set(used_key, {"grant_id": record["grant_id"]}, self._settings.refresh_token_ttl)
+            return tokens
         except InvalidToken as exc:
             logger.info("refresh for client %s rejected: %s", client.client_id, exc)
             raise TokenError(error="invalid_grant", error_description="the login session has ended") from None
         except Exception:
             # An outage must not cost the client its session: no tokens were
-            # returned, so the used refresh token is put back for a retry.
+            # returned, so the refresh token is put back for a retry.
             remaining = (record.get("expires_at") or 0) - time.time()
             await self._restore(used_key, "refresh:" + digest, record, remaining)
             raise
+        finally:
+            await self._store.delete(in_progress_key)
 
     async def _restore(self, used_key: str, record_key: str, record: dict[str, Any], ttl: float) -> None:
         if ttl <= 0:
             return
         try:
+            if await self._grants.is_revoked(record["grant_id"]):
+                return
             await self._store.delete(used_key)
             await self._store.set(record_key, record, ttl)
         except UpstreamUnavailable:

@@ -27,6 +27,7 @@ from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnava
 from fastn_asgi_auth.grants import GrantBook
 from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken, looks_like_jwt
 from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
+from fastn_asgi_auth.locks import refresh_once
 from fastn_asgi_auth.provider import OWN_TOKEN_PREFIXES
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.singleflight import SingleFlight
@@ -246,54 +247,67 @@ class BearerResolver:
     async def _refresh_token(self, token: str, digest: str) -> Resolution:
         session_key = "upstream_session:" + digest
         sealing_key = derive_key(token, b"upstream-session")
-        session = await self._store.get(session_key)
 
-        if session is None:
-            tokens, client_id = await self._first_refresh(token)
-        else:
+        async def read_state() -> dict[str, Any] | None:
+            session = await self._store.get(session_key)
+            if session is None:
+                return None
             try:
-                state = open_json(sealing_key, session["sealed"])
+                return open_json(sealing_key, session["sealed"])
             except (SealError, KeyError):
                 logger.warning("bearer %s: upstream session record could not be unsealed", log_id(token))
                 raise InvalidToken("token is invalid") from None
-            client_id = state["client_id"]
-            if state["expires_at"] - self._settings.upstream_refresh_margin > time.time():
-                tokens = UpstreamTokens(
-                    access_token=state["access_token"],
-                    refresh_token=state["refresh_token"],
-                    expires_at=state["expires_at"],
-                    refresh_expires_at=state.get("refresh_expires_at"),
-                )
+
+        async def current() -> dict[str, Any] | None:
+            state = await read_state()
+            if state is None or state["expires_at"] - self._settings.upstream_refresh_margin <= time.time():
+                return None
+            return state
+
+        async def refresh() -> dict[str, Any]:
+            state = await read_state()
+            if state is None:
+                tokens, client_id = await self._first_refresh(token)
             else:
-                tokens = await self._refresh_again(token, state)
+                tokens, client_id = await self._refresh_again(token, state), state["client_id"]
+            new_state = {
+                "client_id": client_id,
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_at": tokens.expires_at,
+                "refresh_expires_at": tokens.refresh_expires_at,
+            }
+            lifetime = (tokens.refresh_expires_at or 0) - time.time()
+            ttl = lifetime if lifetime > 0 else self._settings.refresh_token_ttl
+            await self._store.set(session_key, {"sealed": seal_json(sealing_key, new_state)}, ttl)
+            return new_state
+
+        # Even the first exchange runs under the lock: two workers that both
+        # exchanged the presented token would make the realm see it reused.
+        state = await refresh_once(
+            self._store,
+            "upstream_session_lock:" + digest,
+            timeout=self._settings.http_timeout,
+            current=current,
+            refresh=refresh,
+        )
 
         try:
-            claims = await self._jwt.validate(tokens.access_token)
+            claims = await self._jwt.validate(state["access_token"])
         except (InvalidToken, NotAnAccessToken) as exc:
             # For example another audience than the configured one: the
             # credential is not acceptable here, and the 401 is cached.
             logger.info("bearer %s: the access token it refreshes to is not accepted (%s)", log_id(token), exc)
             raise InvalidToken("token is not accepted here") from None
 
-        state = {
-            "client_id": client_id,
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "expires_at": tokens.expires_at,
-            "refresh_expires_at": tokens.refresh_expires_at,
-        }
-        lifetime = (tokens.refresh_expires_at or 0) - time.time()
-        ttl = lifetime if lifetime > 0 else self._settings.refresh_token_ttl
-        await self._store.set(session_key, {"sealed": seal_json(sealing_key, state)}, ttl)
-
         auth = self._auth_from_claims(
             claims,
             method="refresh_token",
-            expires_at=tokens.refresh_expires_at,
-            upstream_expires_at=tokens.expires_at,
+            expires_at=state["refresh_expires_at"],
+            upstream_expires_at=state["expires_at"],
         )
-        cache_until = tokens.expires_at - self._settings.upstream_refresh_margin
-        return Resolution(auth=auth, upstream_token=tokens.access_token, cache_until=cache_until)
+        cache_until = state["expires_at"] - self._settings.upstream_refresh_margin
+        return Resolution(auth=auth, upstream_token=state["access_token"], cache_until=cache_until)
 
     async def _first_refresh(self, token: str) -> tuple[UpstreamTokens, str]:
         rejections = []

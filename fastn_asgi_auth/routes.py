@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +24,7 @@ from mcp.server.auth.middleware.client_auth import AuthenticationError
 from mcp.server.auth.provider import AccessToken, construct_redirect_uri
 from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
-from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, RequestBodyLimitMiddleware
+from mcp.server.transport_security import RequestBodyLimitMiddleware
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from pydantic import AnyHttpUrl
@@ -46,6 +47,10 @@ logger = logging.getLogger("fastn_asgi_auth.routes")
 AUTHORIZATION_SERVER_WELL_KNOWN: Final = "/.well-known/oauth-authorization-server"
 PROTECTED_RESOURCE_WELL_KNOWN: Final = "/.well-known/oauth-protected-resource"
 RATE_WINDOW_SECONDS: Final = 60
+# OAuth requests are a few hundred bytes. The SDK allows 4 MiB, but Starlette
+# refuses form fields over 1 MiB with an exception that becomes a 500, so the
+# bundle's own limit sits well below both.
+MAX_REQUEST_BODY_BYTES: Final = 64 * 1024
 
 
 def authorization_server_metadata_path(settings: FastnAuthSettings) -> str:
@@ -80,38 +85,35 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         if route.path.startswith("/.well-known/"):
             continue  # replaced below by the path-inserted document
         endpoint: ASGIApp = route.app
+        if route.path in ("/register", "/authorize"):
+            endpoint = RequestBodyLimitMiddleware(endpoint, MAX_REQUEST_BODY_BYTES)
         if route.path == "/register":
             endpoint = AddressRateLimit(
                 endpoint, "registration", settings.registration_rate_limit, settings.max_entries
             )
         if route.path == "/authorize":
-            endpoint = IssuerOnErrorRedirects(endpoint, issuer)
+            # The SDK's handler reports its own failures to the client, except
+            # when the store fails while it looks up the client.
+            endpoint = IssuerOnErrorRedirects(OutageAsUnavailable(endpoint), issuer)
             # Each authorization request stores a pending login.
             endpoint = AddressRateLimit(
                 endpoint, "authorization", settings.authorization_rate_limit, settings.max_entries
             )
         if route.path == "/token":
-            # The same layers as the SDK's own token route: CORS outermost,
-            # so that a 413 from the body limit still carries CORS headers.
-            token_handler = TokenHandler(provider, authenticator)
-            limited = RequestBodyLimitMiddleware(request_response(token_handler.handle), DEFAULT_MAX_REQUEST_BODY_SIZE)
-            endpoint = CORSMiddleware(
-                app=limited,
-                allow_origins="*",
-                allow_methods=["POST", "OPTIONS"],
-                allow_headers=[MCP_PROTOCOL_VERSION_HEADER],
-            )
+            endpoint = _cors_and_body_limit(TokenHandler(provider, authenticator).handle)
         if route.path == "/revoke":
             revocation_endpoint = RevocationEndpoint(provider, authenticator)
-            endpoint = cors_middleware(revocation_endpoint.handle, ["POST", "OPTIONS"])
+            endpoint = _cors_and_body_limit(revocation_endpoint.handle)
         if route.path != "/authorize":
-            # The SDK's authorize handler reports its own failures to the client.
             endpoint = OutageAsUnavailable(endpoint)
         routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
 
     callback = OutageAsUnavailable(request_response(CallbackEndpoint(provider).handle))
     routes.append(Route(settings.prefix + "/callback", endpoint=callback, methods=["GET"]))
-    consent = OutageAsUnavailable(request_response(ConsentEndpoint(settings, provider).handle))
+    consent_endpoint = ConsentEndpoint(settings, provider)
+    consent = OutageAsUnavailable(
+        RequestBodyLimitMiddleware(request_response(consent_endpoint.handle), MAX_REQUEST_BODY_BYTES)
+    )
     routes.append(Route(settings.prefix + "/consent", endpoint=consent, methods=["GET", "POST"]))
     metadata_handler = MetadataHandler(_server_metadata(settings, registration, revocation))
     routes.append(
@@ -135,6 +137,17 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
             )
         )
     return routes
+
+
+def _cors_and_body_limit(handler: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """Wrap a POST endpoint in the same layers as the SDK's own token and revoke routes.
+
+    CORS is outermost, so that a 413 from the body limit still carries CORS headers.
+    """
+    limited = RequestBodyLimitMiddleware(request_response(handler), MAX_REQUEST_BODY_BYTES)
+    return CORSMiddleware(
+        app=limited, allow_origins="*", allow_methods=["POST", "OPTIONS"], allow_headers=[MCP_PROTOCOL_VERSION_HEADER]
+    )
 
 
 def _server_metadata(

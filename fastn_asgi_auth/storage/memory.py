@@ -87,14 +87,15 @@ class MemoryStore:
             self._disposable[key] = None
         self._sweep()
         while len(self._entries) > self._max_entries:
-            self._evict_one()
+            self._evict_one(keep=key)
 
-    def _evict_one(self) -> None:
-        if self._disposable:
-            victim, _ = self._disposable.popitem(last=False)
-            del self._entries[victim]
-        else:
-            self._entries.popitem(last=False)
+    def _evict_one(self, *, keep: str) -> None:
+        # The entry just written is never the victim: a full store must not
+        # turn every new write into a silent no-op.
+        victim = next((candidate for candidate in self._disposable if candidate != keep), None)
+        if victim is None:
+            victim = next(candidate for candidate in self._entries if candidate != keep)
+        self._remove(victim)
         self._evictions += 1
         if self._evictions in (1, 100) or self._evictions % 10_000 == 0:
             logger.warning(

@@ -81,7 +81,8 @@ function parseCommandLine() {
       + '  --refresh-token-ttl  refresh token lifetime in seconds (default 1800)\n'
       + '  --ignore-stdin       keep running when stdin closes (for a shell in the background)\n'
       + '  --test-faults        serve POST /_test/token-faults?status=S&count=N, which makes the next N\n'
-      + '                       token requests fail with HTTP status S and no OAuth error body\n'
+      + '                       token requests fail with HTTP status S and no OAuth error body, and\n'
+      + '                       POST /_test/token-delay?ms=D&count=N, which delays the next N by D ms\n'
       + 'Without --ignore-stdin the server exits when its stdin closes, so a test run that dies\n'
       + 'takes it along.\n',
     );
@@ -580,7 +581,7 @@ function createRequestHandler(provider, keyInfo, testFaults) {
   const providerCallback = provider.callback();
   // Injected failures of the token endpoint, as a rate limiter or a proxy in
   // front of a real realm would produce them: a status and no OAuth body.
-  const tokenFaults = { status: 0, remaining: 0 };
+  const tokenFaults = { status: 0, remaining: 0, delayMs: 0, delayed: 0 };
 
   return (req, res) => {
     const { pathname, searchParams } = new URL(req.url, 'http://127.0.0.1');
@@ -597,6 +598,31 @@ function createRequestHandler(provider, keyInfo, testFaults) {
       tokenFaults.remaining = count;
       log(`the next ${count} token requests fail with HTTP ${status}`);
       sendJson(res, 200, { status, count });
+      return;
+    }
+    if (testFaults && pathname === '/_test/token-delay' && req.method === 'POST') {
+      const delayMs = Number(searchParams.get('ms'));
+      const count = Number(searchParams.get('count'));
+      if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs > 30000 || !Number.isInteger(count) || count < 0) {
+        sendJson(res, 400, { error: 'invalid_request', error_description: 'ms must be 0-30000, count 0 or more' });
+        return;
+      }
+      tokenFaults.delayMs = delayMs;
+      tokenFaults.delayed = count;
+      log(`the next ${count} token requests are delayed by ${delayMs} ms`);
+      sendJson(res, 200, { ms: delayMs, count });
+      return;
+    }
+    if (tokenFaults.delayed > 0 && pathname === `${REALM_PATH}/protocol/openid-connect/token`) {
+      tokenFaults.delayed -= 1;
+      req.pause();
+      setTimeout(() => {
+        req.resume();
+        req.originalUrl = req.url;
+        req.baseUrl = REALM_PATH;
+        req.url = req.url.slice(REALM_PATH.length) || '/';
+        providerCallback(req, res);
+      }, tokenFaults.delayMs);
       return;
     }
     if (tokenFaults.remaining > 0 && pathname === `${REALM_PATH}/protocol/openid-connect/token`) {

@@ -102,3 +102,21 @@ def _constant(url: str):
         return url
 
     return jwks_uri
+
+
+async def test_unknown_kid_stays_rejected(published, jwks_url):
+    clock = Clock()
+    published["keys"] = [SigningKey("listed").jwk()]
+    stranger, other = SigningKey("stranger"), SigningKey("other-stranger")
+
+    async with httpx.AsyncClient() as http:
+        validator = JwtValidator(FastnAuthSettings(issuer=ISSUER), JwksCache(http, _constant(jwks_url), clock=clock))
+        with pytest.raises(InvalidToken):
+            await validator.validate(stranger.token())
+        clock.offset += jwks_module.MIN_REFETCH_SECONDS
+        with pytest.raises(InvalidToken):
+            await validator.validate(other.token())
+        # Inside the floor of the fetch made for the other kid, the first one
+        # is still a plain 401: a fetch after it first appeared did not list it.
+        with pytest.raises(InvalidToken):
+            await validator.validate(stranger.token())

@@ -7,6 +7,7 @@ doing what an MCP client does, so that every step and error can be checked.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import time
@@ -654,3 +655,71 @@ def test_client_secret_hashed_at_rest(realm):
     stored = asyncio.run(store.get("client:" + client["client_id"]))
     assert client["client_secret"] not in json.dumps(stored)
     assert stored["client"]["client_secret"].startswith("sha256:")
+
+
+def test_retry_during_slow_refresh(faulty_realm):
+    with running_proxy(faulty_realm.issuer, upstream_refresh_margin=1) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        time.sleep(3.2)
+        faulty_realm.delay_token_requests(1500, 1)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(proxy.refresh, client, tokens["refresh_token"])
+            time.sleep(0.5)
+            retry = proxy.refresh(client, tokens["refresh_token"])
+            first_response = first.result(timeout=30)
+        after = proxy.call(first_response.json()["access_token"])
+    # The client's retry is told to wait, not treated as refresh token reuse.
+    assert retry.status_code == 503
+    assert first_response.status_code == 200
+    assert after.status_code == 200
+
+
+def test_stored_hash_is_not_the_secret(realm):
+    store = MemoryStore()
+    with running_proxy(realm.issuer, store=store) as proxy:
+        client = proxy.register(token_endpoint_auth_method="client_secret_post").json()
+        stored_hash = asyncio.run(store.get("client:" + client["client_id"]))["client"]["client_secret"]
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": "fastn_rt_unknown",
+            "client_id": client["client_id"],
+            "client_secret": stored_hash,
+        }
+        response = proxy.http.post(proxy.url + "/oauth/token", data=form)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_post_client_with_basic_header(proxy):
+    client = proxy.register(token_endpoint_auth_method="client_secret_post").json()
+    login = proxy.login(client)
+    form = {
+        "grant_type": "authorization_code",
+        "code": login["code"],
+        "redirect_uri": login["redirect_uri"],
+        "client_id": client["client_id"],
+        "code_verifier": login["code_verifier"],
+        "client_secret": client["client_secret"],
+    }
+    # Some HTTP stacks add a Basic header of their own; the form secret counts.
+    response = proxy.http.post(proxy.url + "/oauth/token", data=form, auth=("someone", "else"))
+    assert response.status_code == 200, response.text
+
+
+def test_authorize_during_store_outage(realm):
+    store = FlakyStore("client:")
+    with running_proxy(realm.issuer, store=store) as proxy:
+        client = proxy.client()
+        pkce = new_pkce_pair()
+        store.down = True
+        response = proxy.http.get(proxy.authorize_url(client, REGISTERED_REDIRECT, pkce.code_challenge))
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/consent", "/oauth/register"])
+def test_oversized_body_rejected(proxy, path):
+    client = proxy.client()
+    response = proxy.http.post(proxy.url + path, data={"token": "x" * 2_000_000, "client_id": client["client_id"]})
+    assert response.status_code == 413

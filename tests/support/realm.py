@@ -173,6 +173,18 @@ class RealmServer:
         )
         response.raise_for_status()
 
+    def delay_token_requests(self, milliseconds: int, count: int) -> None:
+        """Make the next count token requests wait milliseconds before the realm answers them.
+
+        Needs a realm started with test_faults=True.
+        """
+        response = httpx.post(
+            f"http://127.0.0.1:{self.port}/_test/token-delay",
+            params={"ms": milliseconds, "count": count},
+            timeout=HTTP_TIMEOUT_SECONDS,
+        )
+        response.raise_for_status()
+
     def stderr_tail(self) -> str:
         """Return the last lines the realm wrote to stderr."""
         return "".join(self._stderr_tail)

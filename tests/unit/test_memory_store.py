@@ -364,3 +364,15 @@ async def test_full_without_logins_evicts_oldest() -> None:
 
     assert await store.get("client:a") is None
     assert await store.get("client:c") == {}
+
+
+async def test_write_into_full_store_kept() -> None:
+    store = MemoryStore(max_entries=3)
+    for name in ("client:a", "client:b", "client:c"):
+        await store.set(name, {}, 60)
+
+    await store.set("login:new", {"pending": True}, 60)
+
+    assert await store.get("login:new") == {"pending": True}
+    assert await store.get("client:a") is None
+    assert len(store) == 3
