@@ -23,7 +23,7 @@ from fastn_asgi_auth.cache import ExpiringCache
 from fastn_asgi_auth.crypto import SealError, open_json, seal_json
 from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnavailable
 from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
-from fastn_asgi_auth.locks import refresh_once
+from fastn_asgi_auth.locks import refresh_once, refresh_time_bound
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.singleflight import SingleFlight
 from fastn_asgi_auth.storage.base import Store
@@ -163,12 +163,17 @@ class GrantBook:
                 raise InvalidToken("token was revoked")
             return None if self._needs_refresh(grant) else grant
 
+        async def usable() -> Grant | None:
+            grant = await self.load(grant_id, key)
+            return grant if grant is not None and grant.upstream_expires_at > time.time() else None
+
         return await refresh_once(
             self._store,
             LOCK_PREFIX + grant_id,
-            timeout=self._settings.http_timeout,
+            timeout=refresh_time_bound(self._settings),
             current=current,
             refresh=lambda: self._refresh_locked(grant_id, key),
+            usable=usable,
         )
 
     async def _refresh_locked(self, grant_id: str, key: bytes) -> Grant:

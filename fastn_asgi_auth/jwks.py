@@ -84,24 +84,41 @@ class JwksCache:
             expired = now - self._fetched_at >= JWKS_TTL_SECONDS
             if not expired and kid in self._keys:
                 return self._keys[kid]
+            if expired and kid in self._keys:
+                # A known key past the cache lifetime: refresh the set, but keep
+                # using the key if the realm cannot be reached.
+                await self._refetch_or_keep()
+                return self._keys.get(kid)
 
             first_seen = self._unknown_kids.get(kid)
             if first_seen is None:
                 first_seen = now
                 self._unknown_kids.put(kid, now, time.time() + UNKNOWN_KID_MEMORY_SECONDS)
-            if self._fetched_ok_at > first_seen:
-                # A successful fetch after this kid first appeared did not list it.
-                return None
             since_fetch = now - self._fetched_at
             if self._fetched_at and since_fetch < MIN_REFETCH_SECONDS:
+                if self._fetched_ok_at > first_seen:
+                    # A fetch made after this kid first appeared did not list it.
+                    return None
                 # The realm may have rotated its keys since the last fetch.
                 # The refetch floor keeps that from being checked yet, so the
                 # token is neither valid nor invalid for now.
                 retry_after = max(1, math.ceil(MIN_REFETCH_SECONDS - since_fetch))
                 raise UpstreamUnavailable("the token's signing key is not known yet", retry_after=retry_after)
-            if not await self._refetch():
+
+            # Past the floor, ask again: a key missing from one fetch (a cache
+            # in front of the realm lagging a rotation) may be listed now.
+            fetched = await self._refetch()
+            if kid in self._keys:
+                return self._keys[kid]
+            if not fetched:
                 raise UpstreamUnavailable("the realm's signing keys could not be fetched")
-            return self._keys.get(kid)
+            return None
+
+    async def _refetch_or_keep(self) -> None:
+        try:
+            await self._refetch()
+        except UpstreamUnavailable:
+            return
 
     async def _refetch(self) -> bool:
         """Fetch the key set; return False when that failed but older keys remain in use."""

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
 from fastn_asgi_auth.errors import UpstreamUnavailable
+from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.storage.base import Store
 
 logger = logging.getLogger("fastn_asgi_auth.locks")
@@ -27,6 +28,13 @@ T = TypeVar("T")
 # refresh only briefly.
 LOCK_EXTRA_SECONDS: Final = 5
 POLL_SECONDS: Final = 0.1
+
+
+def refresh_time_bound(settings: FastnAuthSettings) -> float:
+    """Seconds one refresh may take: discovery plus the token request, each
+    under httpx's own timeout, so the bound never cuts a call that httpx
+    would still finish."""
+    return 2 * settings.http_timeout + 1
 
 
 class StoreLock:
@@ -57,12 +65,15 @@ async def refresh_once(
     timeout: float,
     current: Callable[[], Awaitable[T | None]],
     refresh: Callable[[], Awaitable[T]],
+    usable: Callable[[], Awaitable[T | None]] | None = None,
 ) -> T:
     """Return current() when it has a fresh value, or refresh() under the lock.
 
     current() re-reads the shared state and returns None while it still needs
     a refresh. refresh() runs at most once at a time across workers, within
-    timeout seconds. Raises UpstreamUnavailable when neither succeeds in time.
+    timeout seconds. When that fails for time, usable() may return a value
+    that is due for refresh but not yet expired, which is served instead.
+    Raises UpstreamUnavailable when nothing can be served.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -78,7 +89,7 @@ async def refresh_once(
                     return await refresh()
             except TimeoutError:
                 logger.warning("refresh under %s timed out after %.0fs", lock_name.split(":", 1)[0], timeout)
-                raise UpstreamUnavailable("upstream refresh timed out") from None
+                return await _usable_or_unavailable(usable, "upstream refresh timed out")
             finally:
                 await lock.release()
 
@@ -87,5 +98,13 @@ async def refresh_once(
             return fresh
         if time.monotonic() >= deadline:
             logger.warning("another worker's refresh under %s did not finish in time", lock_name.split(":", 1)[0])
-            raise UpstreamUnavailable("upstream refresh in progress elsewhere timed out")
+            return await _usable_or_unavailable(usable, "upstream refresh in progress elsewhere timed out")
         await asyncio.sleep(POLL_SECONDS)
+
+
+async def _usable_or_unavailable(usable: Callable[[], Awaitable[T | None]] | None, reason: str) -> T:
+    if usable is not None:
+        value = await usable()
+        if value is not None:
+            return value
+    raise UpstreamUnavailable(reason)

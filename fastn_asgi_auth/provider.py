@@ -55,6 +55,7 @@ from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnava
 from fastn_asgi_auth.grants import GrantBook
 from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken
 from fastn_asgi_auth.keycloak import UpstreamClient
+from fastn_asgi_auth.locks import refresh_time_bound
 from fastn_asgi_auth.pkce import new_pkce_pair, s256_challenge
 from fastn_asgi_auth.redirects import RegisteredClient, redirect_uri_problem
 from fastn_asgi_auth.settings import FastnAuthSettings
@@ -68,6 +69,9 @@ logger = logging.getLogger("fastn_asgi_auth.provider")
 ACCESS_TOKEN_PREFIX: Final = "fastn_at_"
 REFRESH_TOKEN_PREFIX: Final = "fastn_rt_"
 OWN_TOKEN_PREFIXES: Final = (ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX)
+
+# A refresh-in-progress marker outlives the bounded exchange by this much.
+IN_PROGRESS_EXTRA_SECONDS: Final = 5
 
 # A client's registration lifetime restarts on use, at most this often.
 CLIENT_RENEWAL_SECONDS: Final = 86400
@@ -391,12 +395,25 @@ class FastnOAuthProvider:
         self, client: OAuthClientInformationFull, refresh_token: StoredRefreshToken, scopes: list[str]
     ) -> OAuthToken:
         digest = token_hash(refresh_token.token)
+        in_progress_key = "refreshing:" + digest
+        # The marker goes first: once the record is taken, a retry must find it.
+        await self._store.set(in_progress_key, {}, refresh_time_bound(self._settings) + IN_PROGRESS_EXTRA_SECONDS)
+        try:
+            return await self._exchange_refresh_token(client, refresh_token, scopes, digest)
+        finally:
+            try:
+                await self._store.delete(in_progress_key)
+            except UpstreamUnavailable:
+                # The marker expires by itself; the exchange's result stands.
+                logger.warning("a refresh-in-progress marker could not be deleted; it expires by itself")
+
+    async def _exchange_refresh_token(
+        self, client: OAuthClientInformationFull, refresh_token: StoredRefreshToken, scopes: list[str], digest: str
+    ) -> OAuthToken:
         record = await self._store.take("refresh:" + digest)
         if record is None:
             raise TokenError(error="invalid_grant", error_description="refresh token was already used")
         used_key = "used_refresh:" + digest
-        in_progress_key = "refreshing:" + digest
-        await self._store.set(in_progress_key, {}, self._settings.http_timeout * 2 + 5)
         try:
             grant_key = unwrap_key(refresh_token.token, record["wrapped_key"])
             # Refresh upstream now if it is due, so a dead upstream session
@@ -426,8 +443,6 @@ class FastnOAuthProvider:
             remaining = (record.get("expires_at") or 0) - time.time()
             await self._restore(used_key, "refresh:" + digest, record, remaining)
             raise
-        finally:
-            await self._store.delete(in_progress_key)
 
     async def _restore(self, used_key: str, record_key: str, record: dict[str, Any], ttl: float) -> None:
         if ttl <= 0:

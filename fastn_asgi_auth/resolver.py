@@ -10,6 +10,7 @@ ceiling, so junk tokens cost a bounded number of upstream calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -27,7 +28,7 @@ from fastn_asgi_auth.errors import InvalidToken, UpstreamRejected, UpstreamUnava
 from fastn_asgi_auth.grants import GrantBook
 from fastn_asgi_auth.jwt_validator import JwtValidator, NotAnAccessToken, looks_like_jwt
 from fastn_asgi_auth.keycloak import UpstreamClient, UpstreamTokens
-from fastn_asgi_auth.locks import refresh_once
+from fastn_asgi_auth.locks import refresh_once, refresh_time_bound
 from fastn_asgi_auth.provider import OWN_TOKEN_PREFIXES
 from fastn_asgi_auth.settings import FastnAuthSettings
 from fastn_asgi_auth.singleflight import SingleFlight
@@ -282,15 +283,27 @@ class BearerResolver:
             await self._store.set(session_key, {"sealed": seal_json(sealing_key, new_state)}, ttl)
             return new_state
 
-        # Even the first exchange runs under the lock: two workers that both
-        # exchanged the presented token would make the realm see it reused.
-        state = await refresh_once(
-            self._store,
-            "upstream_session_lock:" + digest,
-            timeout=self._settings.http_timeout,
-            current=current,
-            refresh=refresh,
-        )
+        async def usable() -> dict[str, Any] | None:
+            state = await read_state()
+            return state if state is not None and state["expires_at"] > time.time() else None
+
+        state = await current()
+        if state is None:
+            known = await read_state() is not None
+            # An unknown token takes one of the global upstream slots before
+            # anything else, so a flood of junk tokens costs a bounded number
+            # of realm calls and lock writes. Even the first exchange runs
+            # under the lock: two workers that both exchanged the presented
+            # token would make the realm see it reused.
+            async with contextlib.nullcontext() if known else self._upstream_slot():
+                state = await refresh_once(
+                    self._store,
+                    "upstream_session_lock:" + digest,
+                    timeout=refresh_time_bound(self._settings),
+                    current=current,
+                    refresh=refresh,
+                    usable=usable,
+                )
 
         try:
             claims = await self._jwt.validate(state["access_token"])
@@ -311,14 +324,13 @@ class BearerResolver:
 
     async def _first_refresh(self, token: str) -> tuple[UpstreamTokens, str]:
         rejections = []
-        async with self._upstream_slot():
-            for client_id in self._settings.refresh_client_ids:
-                try:
-                    return await self._upstream.refresh(token, client_id=client_id), client_id
-                except UpstreamRejected as exc:
-                    rejections.append(f"{client_id}: {exc.error}")
-                    if exc.error not in WRONG_CLIENT_ERRORS:
-                        break
+        for client_id in self._settings.refresh_client_ids:
+            try:
+                return await self._upstream.refresh(token, client_id=client_id), client_id
+            except UpstreamRejected as exc:
+                rejections.append(f"{client_id}: {exc.error}")
+                if exc.error not in WRONG_CLIENT_ERRORS:
+                    break
         logger.info("bearer %s: not recognised by any step (refresh grant: %s)", log_id(token), "; ".join(rejections))
         raise InvalidToken("token is not valid")
 

@@ -28,6 +28,7 @@ from mcp.server.transport_security import RequestBodyLimitMiddleware
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from pydantic import AnyHttpUrl
+from starlette.formparsers import MultiPartException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -94,7 +95,7 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
         if route.path == "/authorize":
             # The SDK's handler reports its own failures to the client, except
             # when the store fails while it looks up the client.
-            endpoint = IssuerOnErrorRedirects(OutageAsUnavailable(endpoint), issuer)
+            endpoint = IssuerOnErrorRedirects(FailureResponses(endpoint), issuer)
             # Each authorization request stores a pending login.
             endpoint = AddressRateLimit(
                 endpoint, "authorization", settings.authorization_rate_limit, settings.max_entries
@@ -105,13 +106,13 @@ def build_routes(settings: FastnAuthSettings, provider: FastnOAuthProvider) -> l
             revocation_endpoint = RevocationEndpoint(provider, authenticator)
             endpoint = _cors_and_body_limit(revocation_endpoint.handle)
         if route.path != "/authorize":
-            endpoint = OutageAsUnavailable(endpoint)
+            endpoint = FailureResponses(endpoint)
         routes.append(Route(settings.prefix + route.path, endpoint=endpoint, methods=route.methods))
 
-    callback = OutageAsUnavailable(request_response(CallbackEndpoint(provider).handle))
+    callback = FailureResponses(request_response(CallbackEndpoint(provider).handle))
     routes.append(Route(settings.prefix + "/callback", endpoint=callback, methods=["GET"]))
     consent_endpoint = ConsentEndpoint(settings, provider)
-    consent = OutageAsUnavailable(
+    consent = FailureResponses(
         RequestBodyLimitMiddleware(request_response(consent_endpoint.handle), MAX_REQUEST_BODY_BYTES)
     )
     routes.append(Route(settings.prefix + "/consent", endpoint=consent, methods=["GET", "POST"]))
@@ -267,8 +268,8 @@ class IssuerOnErrorRedirects:
         return name, construct_redirect_uri(location, iss=self._issuer).encode("latin-1")
 
 
-class OutageAsUnavailable:
-    """Turn an outage of the realm or the store into 503, not 500.
+class FailureResponses:
+    """Turn an outage of the realm or the store into 503, and a malformed form into 400, not 500.
 
     The SDK's handlers pass on any exception other than their own error
     types. A 503 with Retry-After asks the client to retry with the same
@@ -281,6 +282,16 @@ class OutageAsUnavailable:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._app(scope, receive, send)
+        except MultiPartException as exc:
+            # Starlette refuses forms with too many or too large fields this
+            # way, from inside the SDK's handlers; it is the client's error.
+            logger.info("%s %s: malformed form (%s)", scope["method"], scope["path"], exc)
+            response = JSONResponse(
+                {"error": "invalid_request", "error_description": "the form could not be parsed"},
+                status_code=400,
+                headers={"Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"},
+            )
+            await response(scope, receive, send)
         except UpstreamUnavailable as exc:
             # Raised before the handler built its response, so nothing was sent yet.
             logger.warning("%s %s failed: %s; responding 503", scope["method"], scope["path"], exc)

@@ -9,8 +9,10 @@ class Store(Protocol):
     """Async key-value store of JSON-compatible dicts, each with a lifetime.
 
     Keys are namespaced strings such as ``access:<sha256 of token>``; values
-    never contain one of our own tokens in clear. A backend raises an
-    exception (any) when it cannot be reached; callers turn that into a 503.
+    never contain one of our own tokens in clear. A backend that cannot be
+    reached raises OSError, TimeoutError, ConnectionError, or one of the
+    exception types it lists in an ``unavailable_errors`` attribute; callers
+    turn those into a 503.
     """
 
     async def get(self, key: str) -> dict[str, Any] | None:

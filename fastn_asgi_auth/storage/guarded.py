@@ -24,13 +24,17 @@ class GuardedStore:
     """Wraps a Store so that a backend outage becomes UpstreamUnavailable.
 
     Callers then respond 503 with Retry-After, never 401 or 500, and clients
-    keep their credentials through a store outage. A backend can name its own
-    client library's connection errors in unavailable_errors.
+    keep their credentials through a store outage. Other exceptions are bugs
+    and pass through as 500 with their traceback.
     """
 
-    def __init__(self, store: Store, *, unavailable_errors: tuple[type[BaseException], ...] = IO_ERRORS) -> None:
+    def __init__(self, store: Store) -> None:
         self.inner = store
-        self._unavailable_errors = unavailable_errors
+        # A backend names its client library's connection errors in an
+        # unavailable_errors attribute; without it, the standard ones count.
+        self._unavailable_errors: tuple[type[BaseException], ...] = IO_ERRORS + tuple(
+            getattr(store, "unavailable_errors", ())
+        )
         self._last_log = 0.0
         self._failures = 0
 

@@ -14,19 +14,24 @@ logger = logging.getLogger("fastn_asgi_auth.storage")
 SWEEP_BATCH: Final = 64
 
 
+# Entries that anyone can cause to be written without credentials, and whose
+# loss costs at most a retry: pending logins and refresh locks.
+EVICT_FIRST: Final = ("login:", "upstream_session_lock:", "grant_lock:")
+
+
 class MemoryStore:
     """The embedded default: one process, bounded by entry count.
 
-    When full, the oldest pending login is evicted first, and only when none
-    is left the least recently written entry of any kind. Anyone can start
-    logins without credentials, so a flood of them must not push out
-    registered clients, grants or tokens. Values are kept as JSON text:
+    When full, the oldest pending login or lock is evicted first, and only
+    when none is left the least recently written entry of any kind. Anyone
+    can cause those to be written without credentials, so a flood of them
+    must not push out registered clients, grants or tokens. Values are kept as JSON text:
     callers never share mutable state with the store, a value that a
     networked backend could not hold fails here too, and decoding is cheaper
     than a deep copy.
     """
 
-    def __init__(self, *, max_entries: int = 100_000, evict_first: tuple[str, ...] = ("login:",)) -> None:
+    def __init__(self, *, max_entries: int = 100_000, evict_first: tuple[str, ...] = EVICT_FIRST) -> None:
         if max_entries <= 0:
             raise ValueError(f"max_entries={max_entries!r} must be positive")
         self._max_entries = max_entries

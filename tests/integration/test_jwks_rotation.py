@@ -120,3 +120,18 @@ async def test_unknown_kid_stays_rejected(published, jwks_url):
         # is still a plain 401: a fetch after it first appeared did not list it.
         with pytest.raises(InvalidToken):
             await validator.validate(stranger.token())
+
+
+async def test_late_published_key_accepted(published, jwks_url):
+    clock = Clock()
+    late = SigningKey("late")
+    published["keys"] = [SigningKey("listed").jwk()]
+
+    async with httpx.AsyncClient() as http:
+        validator = JwtValidator(FastnAuthSettings(issuer=ISSUER), JwksCache(http, _constant(jwks_url), clock=clock))
+        with pytest.raises(InvalidToken):
+            await validator.validate(late.token())
+        # A cache in front of the realm caught up with the rotation.
+        published["keys"].append(late.jwk())
+        clock.offset += jwks_module.MIN_REFETCH_SECONDS
+        assert (await validator.validate(late.token()))["sub"] == "alice"

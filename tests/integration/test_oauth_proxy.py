@@ -108,7 +108,7 @@ def running_proxy(
     def build(base_url: str):
         holder["settings"] = FastnAuthSettings(issuer=issuer, base_url=base_url, **overrides)
         hooks = {"request": [counter]} if counter else {}
-        http = httpx.AsyncClient(timeout=10, event_hooks=hooks)
+        http = httpx.AsyncClient(timeout=holder["settings"].http_timeout, event_hooks=hooks)
         service = FastnAuthService(holder["settings"], store=store, http=http)
         return FastnAuthMiddleware(Starlette(routes=[Route("/mcp", whoami)]), service=service)
 
@@ -723,3 +723,28 @@ def test_oversized_body_rejected(proxy, path):
     client = proxy.client()
     response = proxy.http.post(proxy.url + path, data={"token": "x" * 2_000_000, "client_id": client["client_id"]})
     assert response.status_code == 413
+
+
+def test_slow_realm_serves_valid_token(faulty_realm):
+    # Refresh is due one second after issue, the token lives three.
+    with running_proxy(faulty_realm.issuer, upstream_refresh_margin=2, http_timeout=0.5) as proxy:
+        client = proxy.client()
+        tokens = proxy.tokens(client)
+        before = proxy.call(tokens["access_token"])
+        time.sleep(1.1)
+        faulty_realm.delay_token_requests(1500, 1)
+        during = proxy.call(tokens["access_token"])
+    assert during.status_code == 200
+    assert during.json()["fastn_token_sha256"] == before.json()["fastn_token_sha256"]
+
+
+def test_malformed_form_is_400(proxy):
+    # 1,001 empty parts: small enough for the body limit, but more fields
+    # than Starlette's form parser accepts.
+    part = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n\r\n'
+    body = part * 1001 + b"--b--\r\n"
+    response = proxy.http.post(
+        proxy.url + "/oauth/token", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
