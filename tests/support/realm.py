@@ -166,23 +166,17 @@ class RealmServer:
 
         Needs a realm started with test_faults=True.
         """
-        response = httpx.post(
-            f"http://127.0.0.1:{self.port}/_test/token-faults",
-            params={"status": status, "count": count},
-            timeout=HTTP_TIMEOUT_SECONDS,
-        )
-        response.raise_for_status()
+        self._control("/_test/token-faults", {"status": status, "count": count})
 
     def delay_token_requests(self, milliseconds: int, count: int) -> None:
-        """Make the next count token requests wait milliseconds before the realm answers them.
+        """Make the next count token requests wait milliseconds before the realm responds.
 
         Needs a realm started with test_faults=True.
         """
-        response = httpx.post(
-            f"http://127.0.0.1:{self.port}/_test/token-delay",
-            params={"ms": milliseconds, "count": count},
-            timeout=HTTP_TIMEOUT_SECONDS,
-        )
+        self._control("/_test/token-delay", {"ms": milliseconds, "count": count})
+
+    def _control(self, path: str, params: dict[str, int]) -> None:
+        response = httpx.post(f"http://127.0.0.1:{self.port}{path}", params=params, timeout=HTTP_TIMEOUT_SECONDS)
         response.raise_for_status()
 
     def stderr_tail(self) -> str:
