@@ -44,8 +44,8 @@ class HashedSecretAuthenticator:
 
     The SDK's ClientAuthenticator compares the presented secret with the
     stored one as plain text. This class first checks the presented secret
-    against the stored hash, taking it from where the client's registered
-    auth method says (Basic header or form), as the SDK does. Then the SDK's
+    against the stored hash, taking it from the place that the client's
+    registered auth method names (Basic header or form), as the SDK does. Then the SDK's
     authenticator runs its usual checks (auth method, Basic header format,
     secret expiry) on a copy of the client. That copy carries the presented
     secret when the hash matched, and a random value otherwise, so the stored

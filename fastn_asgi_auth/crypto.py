@@ -1,7 +1,7 @@
 """Token hashing and sealing of upstream credentials at rest.
 
-Store keys are SHA-256 hashes of tokens, so a dump of the store holds no
-bearer token. Upstream tokens are sealed with AES-GCM under a random grant
+Store keys are SHA-256 hashes of tokens, so a dump of the store contains
+no bearer token. Upstream tokens are sealed with AES-GCM under a random grant
 key, and that key is kept only wrapped under keys derived from our own
 tokens: whoever holds a store dump but none of our tokens cannot read the
 upstream (Keycloak) credentials.
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 NONCE_BYTES: Final = 12
 KEY_BYTES: Final = 32
-# RFC 6749 §10.10 asks for at least 128 bits of entropy in tokens; 256 bits here.
+# RFC 6749 §10.10 requires at least 128 bits of entropy in tokens; these have 256.
 TOKEN_BYTES: Final = 32
 
 
@@ -44,7 +44,7 @@ def token_hash(token: str) -> str:
 
 
 def log_id(token: str) -> str:
-    """A short hash prefix for correlating log lines without revealing the token."""
+    """Return a short hash prefix that correlates log lines without revealing the token."""
     return token_hash(token)[:10]
 
 

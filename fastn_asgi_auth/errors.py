@@ -14,7 +14,7 @@ class InvalidToken(Exception):
 
 
 class UpstreamUnavailable(Exception):
-    """The upstream realm or the store could not be reached or answered 5xx."""
+    """The upstream realm or the store could not be reached, or returned a server error."""
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)

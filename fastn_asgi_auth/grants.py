@@ -5,7 +5,7 @@ Our authorization code, access tokens and refresh tokens each point at their
 grant by id, so refresh-token rotation keeps the upstream session of *that*
 login, and revoking any token of the grant ends all of them in one write.
 
-The upstream tokens are sealed under a random grant key; each of our tokens
+The upstream tokens are sealed under a random grant key. Each of our tokens
 carries that key wrapped under a key derived from the token itself (see
 crypto.py), so the store alone cannot reveal an upstream credential.
 """

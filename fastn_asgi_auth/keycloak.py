@@ -173,7 +173,7 @@ class UpstreamClient:
                 data={"token": refresh_token, "token_type_hint": "refresh_token", "client_id": client_id},
             )
             if response.status_code >= 400:
-                logger.info("upstream revocation answered HTTP %d", response.status_code)
+                logger.info("upstream revocation returned HTTP %d", response.status_code)
         except httpx.HTTPError as exc:
             logger.info("upstream revocation failed (%s); the upstream session ends at its own expiry", exc)
 
@@ -194,10 +194,10 @@ class UpstreamClient:
                 raise UpstreamRejected(str(error), str(description) if description else None)
             # 5xx, 408, 429, a proxy's 403 or 404, or a body without an RFC
             # 6749 §5.2 error: the grant was not judged, so nothing is lost.
-            logger.warning("upstream %s grant answered HTTP %d (%s)", grant, response.status_code, error or "no error")
+            logger.warning("upstream %s grant returned HTTP %d (%s)", grant, response.status_code, error or "no error")
             retry_after = _retry_after(response)
             raise UpstreamUnavailable(
-                f"upstream token endpoint answered HTTP {response.status_code}", retry_after=retry_after
+                f"upstream token endpoint returned HTTP {response.status_code}", retry_after=retry_after
             )
 
         access_token = body.get("access_token")

@@ -51,8 +51,8 @@ class StoreLock:
 
     async def release(self) -> None:
         # NOTE: get and delete are two calls, so with a networked store a lock
-        # that expired in between could be deleted; the refresh timeout keeps
-        # the holder well inside the lock's lifetime.
+        # that expired in between could be deleted. The refresh time bound
+        # keeps the holder well inside the lock's lifetime.
         current = await self._store.get(self._name)
         if current is not None and current.get("owner") == self._owner:
             await self._store.delete(self._name)

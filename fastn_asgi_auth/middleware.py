@@ -23,7 +23,7 @@ logger = logging.getLogger("fastn_asgi_auth.middleware")
 class FastnAuthMiddleware:
     """Put OAuth in front of an ASGI application.
 
-    HTTP and websocket requests to protected paths need a bearer token; the
+    HTTP and websocket requests to protected paths need a bearer token. The
     handler then finds ``scope["fastn_token"]`` (the upstream access token),
     ``scope["fastn_auth"]`` (a FastnAuth) and Starlette's ``user``/``auth``.
     The OAuth endpoints are served under ``settings.prefix``. Lifespan and
@@ -219,7 +219,7 @@ async def _respond(
         await send({"type": "http.response.body", "body": payload})
         return
 
-    # Websockets: answer the handshake with an HTTP response where the server
+    # Websockets: reject the handshake with an HTTP response where the server
     # supports the denial-response extension, otherwise close with 1008
     # (policy violation) before accepting.
     message: Message = await receive()

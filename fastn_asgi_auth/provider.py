@@ -311,7 +311,7 @@ class FastnOAuthProvider:
             "wrapped_key": wrap_key(our_code, grant_key),
         }
         await self._store.set("code:" + token_hash(our_code), code_record, self._settings.authorization_code_ttl)
-        # RFC 9207: iss tells the client which server issued the response.
+        # RFC 9207: iss names the server that issued the response.
         return construct_redirect_uri(
             pending["redirect_uri"], code=our_code, state=pending["client_state"], iss=self._settings.our_issuer
         )
@@ -404,7 +404,7 @@ class FastnOAuthProvider:
             try:
                 await self._store.delete(in_progress_key)
             except UpstreamUnavailable:
-                # The marker expires by itself; the exchange's result stands.
+                # The marker expires by itself, and the exchange's result is kept.
                 logger.warning("a refresh-in-progress marker could not be deleted; it expires by itself")
 
     async def _exchange_refresh_token(

@@ -241,9 +241,9 @@ class BearerResolver:
         # handler calls it with scope["fastn_token"].
         return Resolution(auth=auth, upstream_token=token, cache_until=expires_at)
 
-    # Step: upstream refresh tokens. The first use exchanges the token; the
-    # rotated upstream refresh token is kept (sealed under a key derived from
-    # the presented token) for the re-refreshes that keep fastn_token fresh.
+    # Step: upstream refresh tokens. The first use exchanges the token. The
+    # rotated upstream refresh token is kept, sealed under a key derived from
+    # the presented token, for the re-refreshes that keep fastn_token fresh.
 
     async def _refresh_token(self, token: str, digest: str) -> Resolution:
         session_key = "upstream_session:" + digest

@@ -272,7 +272,7 @@ class FailureResponses:
     """Turn an outage of the realm or the store into 503, and a malformed form into 400, not 500.
 
     The SDK's handlers pass on any exception other than their own error
-    types. A 503 with Retry-After asks the client to retry with the same
+    types. A 503 with Retry-After makes the client retry with the same
     credentials, while invalid_grant would make it discard good ones.
     """
 

@@ -104,7 +104,7 @@ class FastnAuthSettings:
 
     consent_secret: str | None = None
     """Key for signing the cookie that remembers approved clients. Without it a
-    random key is used, so approvals last until the process restarts; set it
+    random key is used, so approvals last until the process restarts. Set it
     (32+ random characters) when several workers serve the same site."""
 
     consent_remember_days: int = 30
@@ -190,7 +190,7 @@ class FastnAuthSettings:
     def strict(cls, *, audience: str, **values: Any) -> FastnAuthSettings:
         """Build settings that accept only our own tokens and upstream JWTs issued for audience.
 
-        The MCP authorization spec asks resource servers to accept only tokens
+        The MCP authorization spec requires resource servers to accept only tokens
         issued for them, so this preset turns off API keys and upstream
         refresh tokens, which carry no audience.
         """

@@ -10,8 +10,8 @@ class Store(Protocol):
 
     Keys are namespaced strings such as ``access:<sha256 of token>``; values
     never contain one of our own tokens in clear. A backend that cannot be
-    reached raises OSError, TimeoutError, ConnectionError, or one of the
-    exception types it lists in an ``unavailable_errors`` attribute; callers
+    reached raises OSError, TimeoutError or ConnectionError, or one of the
+    exception types it lists in an ``unavailable_errors`` attribute. Callers
     turn those into a 503.
     """
 

@@ -51,7 +51,7 @@ def run_browser_login(url: str, *, answer: str) -> tuple[str, dict[str, str]]:
 
             page.route(REGISTERED_REDIRECT + "**", hand_over)
             page.goto(url)
-            shown = {
+            page_text = {
                 "title": page.title(),
                 "client": page.locator("#client-name").inner_text(),
                 "redirect_host": page.locator("#redirect-host").inner_text(),
@@ -70,7 +70,7 @@ def run_browser_login(url: str, *, answer: str) -> tuple[str, dict[str, str]]:
             page.wait_for_function("() => document.body.innerText.includes('close this window')")
         finally:
             browser.close()
-    return captured["redirect"], shown
+    return captured["redirect"], page_text
 
 
 def start_login(proxy, client_name: str) -> tuple[dict, str, str]:
@@ -82,7 +82,7 @@ def start_login(proxy, client_name: str) -> tuple[dict, str, str]:
 def test_browser_approves_and_logs_in(realm):
     with running_proxy(realm.issuer) as proxy:
         client, url, verifier = start_login(proxy, "Browser Test Client")
-        redirect, shown = run_browser_login(url, answer="approve")
+        redirect, page_text = run_browser_login(url, answer="approve")
         query = {key: values[0] for key, values in parse_qs(urlsplit(redirect).query).items()}
         token = proxy.http.post(
             proxy.url + "/oauth/token",
@@ -96,10 +96,10 @@ def test_browser_approves_and_logs_in(realm):
         )
         call = proxy.call(token.json()["access_token"])
 
-    assert shown["title"] == "Allow access?"
-    assert shown["client"] == "Browser Test Client"
-    assert shown["redirect_host"] == "127.0.0.1:3000"
-    assert shown["scopes"] == "read write"
+    assert page_text["title"] == "Allow access?"
+    assert page_text["client"] == "Browser Test Client"
+    assert page_text["redirect_host"] == "127.0.0.1:3000"
+    assert page_text["scopes"] == "read write"
     assert query["state"] == "client-state"
     assert token.status_code == 200
     assert call.status_code == 200
@@ -109,7 +109,7 @@ def test_browser_approves_and_logs_in(realm):
 def test_browser_denies_consent(realm):
     with running_proxy(realm.issuer) as proxy:
         _client, url, _verifier = start_login(proxy, "Unwanted Client")
-        redirect, _shown = run_browser_login(url, answer="deny")
+        redirect, _page_text = run_browser_login(url, answer="deny")
     query = parse_qs(urlsplit(redirect).query)
     assert query["error"] == ["access_denied"]
     assert query["state"] == ["client-state"]

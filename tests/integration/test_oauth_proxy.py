@@ -91,8 +91,10 @@ class Proxy:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def refresh(self, client: dict, refresh_token: str) -> httpx.Response:
+    def refresh(self, client: dict, refresh_token: str, scope: str | None = None) -> httpx.Response:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client["client_id"]}
+        if scope is not None:
+            form["scope"] = scope
         return self.http.post(self.url + "/oauth/token", data=form)
 
     def call(self, access_token: str) -> httpx.Response:
@@ -319,13 +321,13 @@ def test_revoke_access_token_ends_grant(proxy):
 
 def test_revoke_leaves_other_grants(proxy):
     client = proxy.client()
-    kept = proxy.tokens(client)
+    surviving = proxy.tokens(client)
     revoked = proxy.tokens(client)
     proxy.http.post(
         proxy.url + "/oauth/revoke", data={"token": revoked["refresh_token"], "client_id": client["client_id"]}
     )
     assert proxy.call(revoked["access_token"]).status_code == 401
-    assert proxy.call(kept["access_token"]).status_code == 200
+    assert proxy.call(surviving["access_token"]).status_code == 200
 
 
 def test_upstream_refreshed_behind_own_token(short_realm):
@@ -467,27 +469,11 @@ def test_realm_fault_keeps_grant(faulty_realm, status):
 def test_narrower_refresh_keeps_scope(proxy):
     client = proxy.client()
     tokens = proxy.tokens(client)
-    narrow = proxy.http.post(
-        proxy.url + "/oauth/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": tokens["refresh_token"],
-            "client_id": client["client_id"],
-            "scope": "read",
-        },
-    )
+    narrow = proxy.refresh(client, tokens["refresh_token"], scope="read")
     assert narrow.status_code == 200
     assert narrow.json()["scope"] == "read"
     # RFC 6749 §6: the new refresh token still carries the original scope.
-    wide = proxy.http.post(
-        proxy.url + "/oauth/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": narrow.json()["refresh_token"],
-            "client_id": client["client_id"],
-            "scope": "read write",
-        },
-    )
+    wide = proxy.refresh(client, narrow.json()["refresh_token"], scope="read write")
     assert wide.status_code == 200
     assert wide.json()["scope"] == "read write"
 
@@ -669,7 +655,7 @@ def test_retry_during_slow_refresh(faulty_realm):
             retry = proxy.refresh(client, tokens["refresh_token"])
             first_response = first.result(timeout=30)
         after = proxy.call(first_response.json()["access_token"])
-    # The client's retry is told to wait, not treated as refresh token reuse.
+    # The client's retry gets 503 (retry later), not a refresh token reuse verdict.
     assert retry.status_code == 503
     assert first_response.status_code == 200
     assert after.status_code == 200
